@@ -1,0 +1,263 @@
+"""Federated digit data: loading (bundled or real EMNIST), partitioning, preprocessing, statistics.
+
+The teaching copies of `preprocess`, `make_federated_data`, `partition_iid`, `partition_dirichlet` and
+`label_skew` are in notebooks/01_data_heterogeneity.ipynb; tests/test_notebooks.py keeps them identical.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+BUNDLED_PATH = Path(__file__).resolve().parent.parent / 'data' / 'federated_digits.npz'
+BUNDLED_SHA256 = 'f764da0dd285112a780e65c9f8863ba640af47403adfc324bd83965f6c86372d'
+SOURCE_ENV_VAR = 'FL_COURSE_DATA'
+SOURCES = ('bundled', 'emnist')
+NUM_CLASSES = 10
+EMNIST_HOST = 'storage.googleapis.com'
+EMNIST_CACHE_FILE = 'emnist_all.sqlite'
+
+
+class ChecksumError(ValueError):
+    """The bundled data file is not the one the course was built with."""
+
+
+def load_bundled_arrays(path: str | os.PathLike = BUNDLED_PATH,
+                        expected_sha256: str | None = BUNDLED_SHA256) -> dict[str, np.ndarray]:
+    """Return the arrays of the bundled dataset file after checking its SHA-256."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f'No bundled dataset at {path}. Rebuild it with `python data/build_dataset.py`.')
+    content = path.read_bytes()
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != expected_sha256:
+            raise ChecksumError(
+                f'{path} has SHA-256 {actual}, expected {expected_sha256}: the file is damaged or was '
+                'changed. Restore it with `git checkout data/` or rebuild it with '
+                '`python data/build_dataset.py`.')
+    import io
+
+    with np.load(io.BytesIO(content), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+class ArrayClientData(tff.simulation.datasets.ClientData):
+    """A ClientData over in-memory arrays, one client per distinct owner id, EMNIST-structured."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, owners: Sequence[str]):
+        pixels, labels, owners = np.asarray(pixels), np.asarray(labels), np.asarray(owners, dtype=str)
+        if pixels.ndim != 3 or pixels.shape[1:] != (28, 28):
+            raise ValueError(f'pixels must have shape [N, 28, 28], got {pixels.shape}.')
+        if not len(pixels) == len(labels) == len(owners) > 0:
+            raise ValueError('pixels, labels and owners must be non-empty and of one length, got '
+                             f'{len(pixels)}, {len(labels)} and {len(owners)}.')
+        if pixels.dtype == np.uint8:
+            pixels = pixels.astype(np.float32) / 255.0
+        order = np.argsort(owners, kind='stable')  # Each client's examples become one contiguous run.
+        self._pixels = pixels[order].astype(np.float32)
+        self._labels = labels[order].astype(np.int32)
+        ids, starts, counts = np.unique(owners[order], return_index=True, return_counts=True)
+        self._ids = [str(i) for i in ids]
+        self._slices = {cid: (int(s), int(s + c)) for cid, s, c in zip(self._ids, starts, counts)}
+        self._starts, self._ends = starts.astype(np.int64), (starts + counts).astype(np.int64)
+
+    @property
+    def client_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
+        if client_id not in self._slices:
+            raise ValueError(f'Unknown client id {client_id!r}; see .client_ids.')
+        start, end = self._slices[client_id]
+        return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+            label=self._labels[start:end], pixels=self._pixels[start:end]))
+
+    @property
+    def serializable_dataset_fn(self):
+        ids, starts, ends = tf.constant(self._ids), self._starts, self._ends
+        pixels, labels = self._pixels, self._labels
+
+        def dataset_fn(client_id: tf.Tensor) -> tf.data.Dataset:
+            position = tf.where(tf.equal(ids, client_id))[0][0]
+            start, end = tf.gather(starts, position), tf.gather(ends, position)
+            return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+                label=tf.constant(labels)[start:end], pixels=tf.constant(pixels)[start:end]))
+
+        return dataset_fn
+
+    @property
+    def element_type_structure(self):
+        return collections.OrderedDict(label=tf.TensorSpec([], tf.int32),
+                                       pixels=tf.TensorSpec([28, 28], tf.float32))
+
+
+def load_bundled(path: str | os.PathLike = BUNDLED_PATH
+                 ) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
+    """Return the bundled federated digits as (train, test) ClientData, one client per writer."""
+    arrays = load_bundled_arrays(path)
+    names = arrays['client_ids'][arrays['client']]
+    train, test = arrays['is_train'], ~arrays['is_train']
+    return (ArrayClientData(arrays['pixels'][train], arrays['label'][train], names[train]),
+            ArrayClientData(arrays['pixels'][test], arrays['label'][test], names[test]))
+
+
+def _host_reachable(host: str, port: int, timeout_s: float) -> bool:
+    """Return whether a TCP connection to host:port opens within timeout_s (name lookup included)."""
+    outcome = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(outcome and outcome[0])
+
+
+def load_emnist(cache_dir: str | os.PathLike | None = None, timeout_s: float = 5.0
+                ) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
+    """Return federated EMNIST digits (train, test), downloading ~1.7 GB once; fails fast offline."""
+    if timeout_s <= 0:
+        raise ValueError(f'timeout_s must be positive, got {timeout_s!r}.')
+    cache = Path(cache_dir) if cache_dir is not None else Path.home() / '.tff'
+    if not (cache / EMNIST_CACHE_FILE).is_file() and not _host_reachable(EMNIST_HOST, 443, timeout_s):
+        raise ConnectionError(
+            f'Real EMNIST is not cached in {cache} and {EMNIST_HOST} cannot be reached within '
+            f'{timeout_s:g} s, so it cannot be downloaded. Use the bundled data (unset '
+            f'{SOURCE_ENV_VAR} or pass source="bundled"), or run once with a network connection.')
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60.0)  # A stalled download raises instead of hanging.
+    try:
+        return tff.simulation.datasets.emnist.load_data(
+            only_digits=True, cache_dir=None if cache_dir is None else str(cache))
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_federated_digits(source: str | None = None, *, verbose: bool = True
+                          ) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
+    """Return (train, test) ClientData from `source` ('bundled' or 'emnist'; default: $FL_COURSE_DATA)."""
+    chosen = source if source is not None else os.environ.get(SOURCE_ENV_VAR, 'bundled')
+    chosen = chosen.strip().lower()
+    if chosen not in SOURCES:
+        raise ValueError(f'Unknown data source {chosen!r}: use one of {SOURCES} (argument `source` or '
+                         f'environment variable {SOURCE_ENV_VAR}).')
+    train, test = load_bundled() if chosen == 'bundled' else load_emnist()
+    if verbose:
+        what = ('bundled federated digits (MNIST digits redrawn by simulated writers, data/README.md)'
+                if chosen == 'bundled' else 'federated EMNIST digits (tff.simulation.datasets.emnist)')
+        print(f'Data source: {what}; {len(train.client_ids)} train clients, '
+              f'{len(test.client_ids)} test clients.')
+    return train, test
+
+
+def client_arrays(client_data: tff.simulation.datasets.ClientData,
+                  client_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Return the examples of `client_ids` (default: all) as NumPy arrays: pixels, label, client."""
+    ids = client_data.client_ids if client_ids is None else list(client_ids)
+    pixels, labels, owners = [], [], []
+    for client_id in ids:
+        batch = next(iter(client_data.create_tf_dataset_for_client(client_id).batch(1_000_000)))
+        pixels.append(batch['pixels'].numpy())
+        labels.append(batch['label'].numpy())
+        owners.append(np.full(len(labels[-1]), client_id, dtype=object))
+    return {'pixels': np.concatenate(pixels), 'label': np.concatenate(labels),
+            'client': np.concatenate(owners)}
+
+
+def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int = 1,
+               shuffle_buffer: int = 200, seed: int | None = 0) -> tf.data.Dataset:
+    """Return `dataset` as shuffled batches of (x = flat ink intensities, y = label) for Keras."""
+    if batch_size < 1 or num_epochs < 1:
+        raise ValueError(f'batch_size and num_epochs must be >= 1, got {batch_size} and {num_epochs}.')
+
+    def to_model_input(element):
+        return collections.OrderedDict(
+            x=tf.reshape(1.0 - element['pixels'], [-1]),  # 1 = ink, 0 = background.
+            y=tf.reshape(element['label'], [1]))
+
+    dataset = dataset.repeat(num_epochs)
+    if shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    return dataset.map(to_model_input).batch(batch_size)
+
+
+def make_federated_data(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
+                        **preprocess_kwargs) -> list[tf.data.Dataset]:
+    """Return one preprocessed dataset per client id, in the order given."""
+    unknown = set(client_ids) - set(client_data.client_ids)
+    if unknown:
+        raise ValueError(f'Unknown client ids: {sorted(unknown)[:5]}. Pick from client_data.client_ids.')
+    return [preprocess(client_data.create_tf_dataset_for_client(cid), **preprocess_kwargs)
+            for cid in client_ids]
+
+
+def partition_iid(num_examples: int, num_clients: int, seed: int = 0) -> list[np.ndarray]:
+    """Return `num_clients` disjoint index arrays of near-equal size, drawn uniformly at random."""
+    if num_clients < 1 or num_examples < num_clients:
+        raise ValueError(f'Need 1 <= num_clients <= num_examples, got {num_clients} clients for '
+                         f'{num_examples} examples.')
+    order = np.random.default_rng(seed).permutation(num_examples)
+    return [np.sort(part) for part in np.array_split(order, num_clients)]
+
+
+def partition_dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
+                        seed: int = 0) -> list[np.ndarray]:
+    """Return `num_clients` disjoint index arrays whose label mixes follow Dirichlet(alpha)."""
+    labels = np.asarray(labels)
+    if alpha <= 0:
+        raise ValueError(f'alpha must be > 0 (small = skewed, large = close to IID), got {alpha}.')
+    if num_clients < 1 or len(labels) < num_clients:
+        raise ValueError(f'Need 1 <= num_clients <= len(labels), got {num_clients} clients for '
+                         f'{len(labels)} examples.')
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(num_clients)]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        shares = rng.dirichlet(np.full(num_clients, alpha))
+        cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
+        for client, chunk in enumerate(np.split(members, cuts)):
+            parts[client].extend(chunk.tolist())
+    # Give every client at least one example: empty clients take one from the largest client.
+    for client in range(num_clients):
+        if not parts[client]:
+            donor = max(range(num_clients), key=lambda c: len(parts[c]))
+            parts[client].append(parts[donor].pop())
+    return [np.sort(np.array(part, dtype=np.int64)) for part in parts]
+
+
+def label_distribution(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Return the fraction of examples of each class."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes)
+    return counts / counts.sum()
+
+
+def label_skew(client_labels: np.ndarray, global_distribution: np.ndarray) -> float:
+    """Return the total variation distance between a client's label mix and the global one (0 to 1)."""
+    client_distribution = label_distribution(client_labels, num_classes=len(global_distribution))
+    return 0.5 * float(np.abs(client_distribution - global_distribution).sum())
+
+
+def mean_image_per_label(pixels: np.ndarray, labels: np.ndarray,
+                         num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Return the mean image of each label, shape [num_classes, 28, 28]; NaN for absent labels."""
+    pixels, labels = np.asarray(pixels, dtype=np.float32), np.asarray(labels)
+    means = np.full((num_classes,) + pixels.shape[1:], np.nan, dtype=np.float32)
+    for label in np.unique(labels):
+        means[label] = pixels[labels == label].mean(axis=0)
+    return means

@@ -1,0 +1,90 @@
+"""Matplotlib figures the notebooks share: digit grids, label histograms, mean images, metric curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from helpers.data import NUM_CLASSES
+
+
+def plot_digit_grid(pixels: np.ndarray, labels: np.ndarray, num_columns: int = 10,
+                    title: str | None = None, max_digits: int = 40) -> plt.Figure:
+    """Show up to `max_digits` digits (EMNIST convention: 1.0 = white background) with their labels."""
+    if num_columns < 1 or max_digits < 1:
+        raise ValueError('num_columns and max_digits must be >= 1.')
+    count = min(len(pixels), max_digits)
+    if count == 0:
+        raise ValueError('No digits to show: pixels is empty.')
+    num_rows = int(np.ceil(count / num_columns))
+    figure, axes = plt.subplots(num_rows, num_columns, figsize=(num_columns * 0.9, num_rows * 1.05),
+                                squeeze=False)
+    for position, axis in enumerate(axes.flat):
+        axis.axis('off')
+        if position < count:
+            axis.imshow(pixels[position], cmap='gray', vmin=0.0, vmax=1.0)
+            axis.set_title(str(int(labels[position])), fontsize=9)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_label_histograms(labels_by_client: Mapping[str, np.ndarray], num_columns: int = 4,
+                          num_classes: int = NUM_CLASSES) -> plt.Figure:
+    """Draw one bar chart of label counts per client."""
+    if not labels_by_client:
+        raise ValueError('labels_by_client is empty: pass at least one client.')
+    num_rows = int(np.ceil(len(labels_by_client) / num_columns))
+    figure, axes = plt.subplots(num_rows, num_columns, figsize=(num_columns * 3, num_rows * 2.2),
+                                squeeze=False, sharex=True)
+    for axis in axes.flat:
+        axis.set_visible(False)
+    for axis, (client_id, labels) in zip(axes.flat, labels_by_client.items()):
+        axis.set_visible(True)
+        axis.bar(range(num_classes), np.bincount(np.asarray(labels), minlength=num_classes))
+        axis.set_title(f'{client_id} ({len(labels)} digits)', fontsize=9)
+        axis.set_xticks(range(num_classes))
+    figure.supxlabel('label')
+    figure.supylabel('number of digits')
+    figure.tight_layout()
+    return figure
+
+
+def plot_mean_images(mean_images: Mapping[str, np.ndarray], num_classes: int = NUM_CLASSES
+                     ) -> plt.Figure:
+    """Draw, per client (rows), the mean image of each label (columns); blank where it has none."""
+    if not mean_images:
+        raise ValueError('mean_images is empty: pass at least one client.')
+    figure, axes = plt.subplots(len(mean_images), num_classes,
+                                figsize=(num_classes * 0.9, len(mean_images) * 1.0), squeeze=False)
+    for row, (client_id, images) in enumerate(mean_images.items()):
+        for label in range(num_classes):
+            axis = axes[row, label]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if not np.isnan(images[label]).all():
+                axis.imshow(images[label], cmap='gray', vmin=0.0, vmax=1.0)
+            if row == 0:
+                axis.set_title(str(label), fontsize=9)
+        axes[row, 0].set_ylabel(client_id, rotation=0, ha='right', va='center', fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_metric_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str,
+                       ylabel: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
+    """Plot `metric` against the round number, one line per named history."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    for name, history in histories.items():
+        if metric not in history:
+            raise KeyError(f'History {name!r} has no {metric!r}; it has {sorted(history)}.')
+        ax.plot(history['round'], history[metric], marker='.', label=name)
+    ax.set_xlabel('round')
+    ax.set_ylabel(ylabel or metric.replace('_', ' '))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax

@@ -1,0 +1,91 @@
+"""A round loop for TFF learning processes with client sampling, a progress bar and evaluation."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+from tqdm import tqdm
+
+from helpers.data import make_federated_data, preprocess
+
+
+def pooled_test_dataset(test_data: tff.simulation.datasets.ClientData,
+                        batch_size: int = 500) -> tf.data.Dataset:
+    """Return every test client's examples as one unshuffled, batched dataset for central evaluation."""
+    return preprocess(test_data.create_tf_dataset_from_all_clients(), batch_size=batch_size,
+                      shuffle_buffer=1)
+
+
+def make_keras_evaluator(keras_builder: Callable[[], tf.keras.Model], dataset: tf.data.Dataset
+                         ) -> Callable[[tff.learning.models.ModelWeights], dict[str, float]]:
+    """Return a function that scores global model weights on `dataset` (mean loss and accuracy)."""
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction='sum')
+    batches = list(dataset)  # The evaluation set is small: keep it in memory.
+
+    def evaluate(model_weights: tff.learning.models.ModelWeights) -> dict[str, float]:
+        # A fresh model per call: building a TFF process creates Keras layers inside graphs, which
+        # invalidates Keras models made before it.
+        model = keras_builder()
+        model_weights.assign_weights_to(model)
+        loss_sum, correct, count = 0.0, 0, 0
+        for batch in batches:
+            probabilities = model(batch['x'], training=False)
+            labels = tf.reshape(batch['y'], [-1])
+            loss_sum += float(loss_fn(labels, probabilities))
+            correct += int(tf.reduce_sum(tf.cast(
+                tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), labels), tf.int32)))
+            count += int(tf.size(labels))
+        return {'loss': loss_sum / count, 'accuracy': correct / count}
+
+    return evaluate
+
+
+def sample_clients(client_ids: list[str], clients_per_round: int, num_rounds: int,
+                   seed: int = 0) -> list[list[str]]:
+    """Return, for each round, `clients_per_round` distinct client ids drawn uniformly at random."""
+    if not 1 <= clients_per_round <= len(client_ids):
+        raise ValueError(f'clients_per_round must be between 1 and {len(client_ids)} (the number of '
+                         f'clients), got {clients_per_round}.')
+    if num_rounds < 1:
+        raise ValueError(f'num_rounds must be >= 1, got {num_rounds}.')
+    rng = np.random.default_rng(seed)
+    return [list(rng.choice(client_ids, size=clients_per_round, replace=False))
+            for _ in range(num_rounds)]
+
+
+def train(process: tff.learning.templates.LearningProcess,
+          train_data: tff.simulation.datasets.ClientData,
+          num_rounds: int,
+          clients_per_round: int,
+          *,
+          evaluate: Callable[[tff.learning.models.ModelWeights], Mapping[str, float]] | None = None,
+          seed: int = 0,
+          preprocess_kwargs: Mapping | None = None,
+          description: str = 'rounds',
+          state=None):
+    """Run `num_rounds` rounds of `process`; return the final state and a per-round metrics history."""
+    if not isinstance(process, tff.learning.templates.LearningProcess):
+        raise TypeError('process must be a tff.learning.templates.LearningProcess (for example from '
+                        f'tff.learning.algorithms.build_weighted_fed_avg), got {type(process).__name__}.')
+    rounds = sample_clients(list(train_data.client_ids), clients_per_round, num_rounds, seed)
+    state = process.initialize() if state is None else state
+    history: dict[str, list[float]] = collections.defaultdict(list)
+    progress = tqdm(rounds, desc=description, unit='round')
+    for round_num, client_ids in enumerate(progress, start=1):
+        kwargs = dict(preprocess_kwargs or {})
+        kwargs.setdefault('seed', seed + round_num)
+        result = process.next(state, make_federated_data(train_data, client_ids, **kwargs))
+        state = result.state
+        train_metrics = result.metrics['client_work']['train']
+        history['round'].append(round_num)
+        for name, value in train_metrics.items():
+            history[f'train_{name}'].append(float(value))
+        if evaluate is not None:
+            for name, value in evaluate(process.get_model_weights(state)).items():
+                history[f'test_{name}'].append(float(value))
+            progress.set_postfix(test_accuracy=f"{history['test_accuracy'][-1]:.3f}")
+    return state, dict(history)
