@@ -1,0 +1,215 @@
+"""The bundled dataset, its loader, the partitioners and preprocessing."""
+
+import collections
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import data
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope='module')
+def arrays():
+    return data.load_bundled_arrays()
+
+
+@pytest.fixture(scope='module')
+def bundled():
+    return data.load_federated_digits('bundled', verbose=False)
+
+
+def test_build_script_reproduces_the_file_byte_for_byte(tmp_path):
+    output = tmp_path / 'rebuilt.npz'
+    subprocess.run([sys.executable, str(ROOT / 'data' / 'build_dataset.py'), str(output)], check=True,
+                   capture_output=True)
+    assert output.read_bytes() == data.BUNDLED_PATH.read_bytes()
+    assert hashlib.sha256(output.read_bytes()).hexdigest() == data.BUNDLED_SHA256
+
+
+def test_file_is_a_plain_npz_without_pickles(arrays):
+    assert all(arrays[name].dtype != object for name in arrays)  # allow_pickle=False loaded them.
+
+
+def test_dataset_is_federated_the_way_the_issue_asks(arrays):
+    clients, is_train, labels = arrays['client'], arrays['is_train'], arrays['label']
+    assert len(arrays['client_ids']) >= 100
+    # Each source digit is used once, so no source image is in both splits.
+    assert len(np.unique(arrays['source'])) == len(arrays['source']) == 5000
+    assert not set(arrays['source'][is_train]) & set(arrays['source'][~is_train])
+    sizes = np.bincount(clients)
+    assert sizes.min() >= 8 and sizes.max() >= 5 * np.median(sizes)  # Quantity skew.
+    for writer in range(len(arrays['client_ids'])):  # Every writer has train and test examples.
+        mine = clients == writer
+        assert is_train[mine].any() and (~is_train[mine]).any()
+    global_mix = data.label_distribution(labels)
+    skews = [data.label_skew(labels[clients == w], global_mix) for w in range(len(sizes))]
+    assert np.mean(skews) > 0.3  # Label skew: an IID split of this size gives about 0.2.
+    for style in ('rotation_deg', 'slant', 'scale', 'thickness', 'ink'):  # Feature skew.
+        assert np.std(arrays[f'style_{style}']) > 0
+
+
+def test_styles_change_the_pixels(arrays):
+    # The same MNIST source digit redrawn by two writers differs; background stays white.
+    pixels = arrays['pixels']
+    assert pixels.dtype == np.uint8 and np.median(pixels) == 255
+
+
+def test_checksum_mismatch_is_a_clear_error(tmp_path):
+    damaged = tmp_path / 'federated_digits.npz'
+    shutil.copy(data.BUNDLED_PATH, damaged)
+    content = bytearray(damaged.read_bytes())
+    content[1000] ^= 0xFF
+    damaged.write_bytes(bytes(content))
+    with pytest.raises(data.ChecksumError, match='rebuild it with'):
+        data.load_bundled_arrays(damaged)
+
+
+def test_missing_file_says_how_to_rebuild(tmp_path):
+    with pytest.raises(FileNotFoundError, match='build_dataset.py'):
+        data.load_bundled_arrays(tmp_path / 'nothing.npz')
+
+
+def test_client_data_has_emnist_structure(bundled):
+    train, test = bundled
+    assert train.client_ids == test.client_ids and len(train.client_ids) >= 100
+    expected = collections.OrderedDict(label=tf.TensorSpec([], tf.int32),
+                                       pixels=tf.TensorSpec([28, 28], tf.float32))
+    assert train.element_type_structure == expected
+    element = next(iter(train.create_tf_dataset_for_client(train.client_ids[0])))
+    assert list(element) == ['label', 'pixels']
+    assert element['label'].dtype == tf.int32 and element['pixels'].shape == (28, 28)
+    pixels = element['pixels'].numpy()
+    assert 0.0 <= pixels.min() and pixels.max() == 1.0
+
+
+def test_client_data_matches_the_arrays(bundled, arrays):
+    train, _ = bundled
+    client = arrays['client_ids'][7]
+    mine = (arrays['client'] == 7) & arrays['is_train']
+    got = list(train.create_tf_dataset_for_client(client))
+    assert len(got) == mine.sum()
+    np.testing.assert_array_equal([int(e['label']) for e in got], arrays['label'][mine])
+    np.testing.assert_allclose(got[0]['pixels'].numpy(), arrays['pixels'][mine][0] / 255.0, rtol=1e-6)
+
+
+def test_serializable_dataset_fn_works_in_graph(bundled):
+    train, _ = bundled
+    everything = list(train.create_tf_dataset_from_all_clients())
+    total = sum(int(train.create_tf_dataset_for_client(c).cardinality()) for c in train.client_ids)
+    assert len(everything) == total
+
+
+def test_unknown_source_and_client_are_clear_errors(bundled, monkeypatch):
+    with pytest.raises(ValueError, match="'bundled', 'emnist'"):
+        data.load_federated_digits('mnist')
+    monkeypatch.setenv(data.SOURCE_ENV_VAR, 'nope')
+    with pytest.raises(ValueError, match=data.SOURCE_ENV_VAR):
+        data.load_federated_digits()
+    with pytest.raises(ValueError, match='Unknown client id'):
+        bundled[0].create_tf_dataset_for_client('writer_999')
+
+
+def test_loader_says_which_source_it_used(capsys, monkeypatch):
+    monkeypatch.delenv(data.SOURCE_ENV_VAR, raising=False)
+    data.load_federated_digits()
+    assert 'bundled federated digits' in capsys.readouterr().out
+
+
+def test_real_emnist_fails_fast_without_network(tmp_path, monkeypatch):
+    # No cache and (here, as in CI) no route to the download host: a clear error within seconds.
+    monkeypatch.setattr(data, 'EMNIST_HOST', 'storage.googleapis.com.invalid')
+    monkeypatch.setenv(data.SOURCE_ENV_VAR, 'emnist')
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match='bundled data'):
+        data.load_emnist(cache_dir=tmp_path, timeout_s=2.0)
+    assert time.monotonic() - start < 5.0
+
+
+def test_a_hanging_connection_attempt_is_abandoned_in_time(monkeypatch):
+    def hang(*args, **kwargs):
+        time.sleep(30)
+
+    monkeypatch.setattr(data.socket, 'create_connection', hang)
+    start = time.monotonic()
+    assert not data._host_reachable('example.invalid', 443, timeout_s=1.0)
+    assert time.monotonic() - start < 3.0
+
+
+def test_partition_iid_sizes_and_determinism():
+    parts = data.partition_iid(1003, 10, seed=3)
+    assert sorted(len(p) for p in parts) == [100] * 7 + [101] * 3
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(1003))
+    again = data.partition_iid(1003, 10, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(parts, data.partition_iid(1003, 10, seed=4)))
+
+
+@pytest.mark.parametrize('alpha', [0.05, 1.0, 100.0])
+def test_partition_dirichlet_covers_every_example_once(alpha):
+    labels = np.random.default_rng(0).integers(0, 10, 2000)
+    parts = data.partition_dirichlet(labels, 50, alpha, seed=0)
+    assert len(parts) == 50 and all(len(p) >= 1 for p in parts)
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(2000))
+    again = data.partition_dirichlet(labels, 50, alpha, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_partition_dirichlet_skew_falls_as_alpha_grows():
+    labels = np.random.default_rng(0).integers(0, 10, 5000)
+    global_mix = data.label_distribution(labels)
+
+    def mean_skew(alpha):
+        parts = data.partition_dirichlet(labels, 50, alpha, seed=0)
+        return np.mean([data.label_skew(labels[p], global_mix) for p in parts])
+
+    skews = [mean_skew(a) for a in (0.05, 0.5, 5.0, 500.0)]
+    assert skews == sorted(skews, reverse=True)
+    assert skews[0] > 0.7 and skews[-1] < 0.15
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(num_clients=0, alpha=1.0), 'num_clients'),
+    (dict(num_clients=5, alpha=0.0), 'alpha'),
+    (dict(num_clients=500, alpha=1.0), 'num_clients'),
+])
+def test_partition_dirichlet_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.partition_dirichlet(np.zeros(100, dtype=int), **kwargs)
+
+
+def test_label_skew_extremes():
+    uniform = np.full(10, 0.1)
+    assert data.label_skew(np.arange(10).repeat(3), uniform) == pytest.approx(0.0)
+    assert data.label_skew(np.zeros(7, dtype=int), uniform) == pytest.approx(0.9)
+
+
+def test_preprocess_shapes_values_and_epochs(bundled):
+    train, _ = bundled
+    raw = train.create_tf_dataset_for_client(train.client_ids[0])
+    n = int(raw.cardinality())
+    batches = list(data.preprocess(raw, batch_size=8, num_epochs=2, seed=1))
+    assert sum(int(b['y'].shape[0]) for b in batches) == 2 * n
+    assert batches[0]['x'].shape[1:] == (784,) and batches[0]['y'].shape[1:] == (1,)
+    first = next(iter(raw))
+    unshuffled = next(iter(data.preprocess(raw, batch_size=1, shuffle_buffer=1)))
+    np.testing.assert_allclose(unshuffled['x'].numpy()[0], 1.0 - first['pixels'].numpy().ravel())
+    with pytest.raises(ValueError, match='batch_size'):
+        data.preprocess(raw, batch_size=0)
+
+
+def test_make_federated_data_keeps_order_and_rejects_unknown_ids(bundled):
+    train, _ = bundled
+    ids = [train.client_ids[5], train.client_ids[2]]
+    datasets = data.make_federated_data(train, ids, shuffle_buffer=1, batch_size=1000)
+    for client_id, dataset in zip(ids, datasets):
+        expected = [int(e['label']) for e in train.create_tf_dataset_for_client(client_id)]
+        assert next(iter(dataset))['y'].numpy().ravel().tolist() == expected
+    with pytest.raises(ValueError, match='Unknown client ids'):
+        data.make_federated_data(train, ['nobody'])

@@ -1,0 +1,130 @@
+"""Every notebook follows the template, is committed executed, and keeps its helper copies identical.
+
+nbval (see pytest.ini) executes the notebooks themselves; these checks read the committed files.
+"""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / 'notebooks').glob('[0-9][0-9]_*.ipynb'))
+EXPORT = re.compile(r'^#\| export: (\S+)\s*$')
+REPO = 'tff-course/federated-learning-with-tff'
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def source(cell: dict) -> str:
+    return ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb['cells'] if c['cell_type'] == 'code' and source(c).strip()]
+
+
+def markdown(nb: dict) -> str:
+    return '\n'.join(source(c) for c in nb['cells'] if c['cell_type'] == 'markdown')
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name == '01_data_heterogeneity.ipynb'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_title_and_badges_point_at_this_file(path):
+    nb = load(path)
+    first = source(nb['cells'][0])
+    assert first.startswith('# '), 'the first cell is the title'
+    colab = f'https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{path.name}'
+    binder = f'https://mybinder.org/v2/gh/{REPO}/main?labpath=notebooks%2F{path.name}'
+    assert f']({colab})' in first, f'Colab badge must link to {colab}'
+    assert f']({binder})' in first, f'Binder badge must link to {binder}'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_template_sections(path):
+    nb = load(path)
+    text = markdown(nb)
+    overview = re.search(r'^## Overview$(.*?)^## ', text, re.S | re.M)
+    assert overview, 'an "## Overview" section comes after the title'
+    for needle in ('You will learn', 'Prerequisites', 'Run time'):
+        assert needle in overview.group(1), f'the overview says "{needle}"'
+    assert re.search(r'2-core CPU', overview.group(1)), 'run time is stated for a 2-core CPU'
+    assert re.search(r'^## Setup$', text, re.M)
+    assert re.search(r'^## 1\. ', text, re.M), 'numbered sections start at "## 1. "'
+    assert re.search(r'^## Summary$', text, re.M)
+    assert re.search(r'^## Exercises$', text, re.M)
+    assert re.search(r'^### Solutions$', text, re.M)
+    solutions_at = next(i for i, c in enumerate(nb['cells'])
+                        if c['cell_type'] == 'markdown' and '### Solutions' in source(c))
+    assert any(c['cell_type'] == 'code' for c in nb['cells'][solutions_at:]), 'solutions run'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_one_setup_cell_first(path):
+    cells = code_cells(load(path))
+    setup = source(cells[0])
+    assert 'runtime.setup(' in setup, 'the first code cell is the setup cell and calls runtime.setup'
+    assert not any('runtime.setup(' in source(c) for c in cells[1:]), 'only one setup cell'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_executed_in_order_without_errors(path):
+    cells = code_cells(load(path))
+    counts = [c['execution_count'] for c in cells]
+    assert None not in counts, 'every code cell is executed (nbval fails on null counts)'
+    assert counts == list(range(1, len(counts) + 1)), 'executed top to bottom in one fresh kernel'
+    errors = [o for c in cells for o in c['outputs'] if o['output_type'] == 'error']
+    assert not errors
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_some_outputs_are_compared_by_nbval(path):
+    assert any('# NBVAL_CHECK_OUTPUT' in source(c) for c in code_cells(load(path)))
+
+
+def _definitions(text: str) -> dict[str, str]:
+    """Return the source of each top-level def, class and simple assignment in `text`, by name."""
+    tree = ast.parse(text)
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found[node.name] = ast.get_source_segment(text, node)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = ast.get_source_segment(text, node)
+    return found
+
+
+def _exports():
+    for path in NOTEBOOKS:
+        for cell in code_cells(load(path)):
+            text = source(cell)
+            match = EXPORT.match(text.splitlines()[0])
+            if match:
+                yield pytest.param(path, match.group(1), text, id=f'{path.name}->{match.group(1)}')
+
+
+EXPORTS = list(_exports())
+
+
+def test_notebook_01_exports_its_teaching_code():
+    assert any(p.values[0].name.startswith('01_') for p in EXPORTS)
+
+
+@pytest.mark.parametrize('path, module, text', EXPORTS)
+def test_exported_cells_equal_the_helpers(path, module, text):
+    module_defs = _definitions((ROOT / module).read_text())
+    cell_defs = _definitions(text)
+    assert cell_defs, 'an export cell defines something'
+    for name, cell_source in cell_defs.items():
+        assert name in module_defs, f'{name} is taught in {path.name} but missing from {module}'
+        assert cell_source == module_defs[name], f'{name} differs between {path.name} and {module}'
