@@ -22,6 +22,23 @@ def create_linear_model(num_classes: int = NUM_CLASSES) -> tf.keras.Model:
     ])
 
 
+def create_cnn_model(num_classes: int = NUM_CLASSES, seed: int = 0) -> tf.keras.Model:
+    """Return a small CNN on the flattened pixels whose 5x5 kernels hold most of its weights."""
+    if num_classes < 2:
+        raise ValueError(f'num_classes must be >= 2, got {num_classes}.')
+    init = tf.keras.initializers.GlorotUniform
+    return tf.keras.Sequential([
+        tf.keras.layers.InputLayer(input_shape=(NUM_PIXELS,)),
+        tf.keras.layers.Reshape((28, 28, 1)),
+        tf.keras.layers.Conv2D(16, 5, activation='relu', kernel_initializer=init(seed)),
+        tf.keras.layers.MaxPool2D(2),
+        tf.keras.layers.Conv2D(32, 5, activation='relu', kernel_initializer=init(seed + 1)),
+        tf.keras.layers.MaxPool2D(2),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(num_classes, activation='softmax', kernel_initializer=init(seed + 2)),
+    ])
+
+
 def make_model_fn(keras_builder: Callable[[], tf.keras.Model],
                   input_spec) -> Callable[[], tff.learning.models.VariableModel]:
     """Return a no-argument `model_fn` that wraps a fresh Keras model for TFF on every call."""

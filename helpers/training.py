@@ -66,8 +66,13 @@ def train(process: tff.learning.templates.LearningProcess,
           seed: int = 0,
           preprocess_kwargs: Mapping | None = None,
           description: str = 'rounds',
-          state=None):
-    """Run `num_rounds` rounds of `process`; return the final state and a per-round metrics history."""
+          state=None,
+          extra_metrics: Callable[[Mapping], Mapping[str, float]] | None = None):
+    """Run `num_rounds` rounds of `process`; return the final state and a per-round metrics history.
+
+    History keys: `round`, `train_<metric>` (from metrics['client_work']['train'] when present),
+    `test_<metric>` (from `evaluate`) and whatever `extra_metrics(metrics)` returns.
+    """
     if not isinstance(process, tff.learning.templates.LearningProcess):
         raise TypeError('process must be a tff.learning.templates.LearningProcess (for example from '
                         f'tff.learning.algorithms.build_weighted_fed_avg), got {type(process).__name__}.')
@@ -80,10 +85,12 @@ def train(process: tff.learning.templates.LearningProcess,
         kwargs.setdefault('seed', seed + round_num)
         result = process.next(state, make_federated_data(train_data, client_ids, **kwargs))
         state = result.state
-        train_metrics = result.metrics['client_work']['train']
         history['round'].append(round_num)
-        for name, value in train_metrics.items():
+        for name, value in result.metrics.get('client_work', {}).get('train', {}).items():
             history[f'train_{name}'].append(float(value))
+        if extra_metrics is not None:
+            for name, value in extra_metrics(result.metrics).items():
+                history[name].append(float(value))
         if evaluate is not None:
             for name, value in evaluate(process.get_model_weights(state)).items():
                 history[f'test_{name}'].append(float(value))
