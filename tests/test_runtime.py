@@ -76,7 +76,8 @@ def test_check_environment_explains_unsupported_platform(monkeypatch):
 
 
 @pytest.mark.parametrize('kwargs', [dict(seed=-1), dict(default_num_clients=-2),
-                                    dict(max_concurrent_computation_calls=0)])
+                                    dict(max_concurrent_computation_calls=0),
+                                    dict(max_concurrent_computation_calls=-5)])
 def test_setup_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         runtime.setup(**kwargs)
