@@ -53,7 +53,10 @@ def load_bundled_arrays(path: str | os.PathLike = BUNDLED_PATH,
 
 
 class ArrayClientData(tff.simulation.datasets.ClientData):
-    """A ClientData over in-memory arrays, one client per distinct owner id, EMNIST-structured."""
+    """A ClientData over small in-memory 28x28 images, one client per owner id (ids sorted as strings).
+
+    Pixels are uint8 in [0, 255] or floats in [0, 1]; elements are EMNIST-structured.
+    """
 
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, owners: Sequence[str]):
         pixels, labels, owners = np.asarray(pixels), np.asarray(labels), np.asarray(owners, dtype=str)
@@ -64,6 +67,9 @@ class ArrayClientData(tff.simulation.datasets.ClientData):
                              f'{len(pixels)}, {len(labels)} and {len(owners)}.')
         if pixels.dtype == np.uint8:
             pixels = pixels.astype(np.float32) / 255.0
+        elif pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise ValueError('Float pixels must lie in [0, 1] (1.0 = background); divide 0-255 values '
+                             'by 255 or pass them as uint8.')
         order = np.argsort(owners, kind='stable')  # Each client's examples become one contiguous run.
         self._pixels = pixels[order].astype(np.float32)
         self._labels = labels[order].astype(np.int32)
@@ -131,7 +137,7 @@ def _host_reachable(host: str, port: int, timeout_s: float) -> bool:
 
 def load_emnist(cache_dir: str | os.PathLike | None = None, timeout_s: float = 5.0
                 ) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
-    """Return federated EMNIST digits (train, test), downloading ~1.7 GB once; fails fast offline."""
+    """Return federated EMNIST digits (train, test), downloaded once to `cache_dir`; fails fast offline."""
     if timeout_s <= 0:
         raise ValueError(f'timeout_s must be positive, got {timeout_s!r}.')
     cache = Path(cache_dir) if cache_dir is not None else Path.home() / '.tff'
@@ -182,7 +188,10 @@ def client_arrays(client_data: tff.simulation.datasets.ClientData,
 
 def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int = 1,
                shuffle_buffer: int = 200, seed: int | None = 0) -> tf.data.Dataset:
-    """Return `dataset` as shuffled batches of (x = flat ink intensities, y = label) for Keras."""
+    """Return `dataset` as shuffled batches of (x = flat ink intensities, y = label) for Keras.
+
+    `seed=None` shuffles differently on every pass; `shuffle_buffer <= 1` does not shuffle.
+    """
     if batch_size < 1 or num_epochs < 1:
         raise ValueError(f'batch_size and num_epochs must be >= 1, got {batch_size} and {num_epochs}.')
 
@@ -221,7 +230,7 @@ def partition_dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
     """Return `num_clients` disjoint index arrays whose label mixes follow Dirichlet(alpha)."""
     labels = np.asarray(labels)
     if alpha <= 0:
-        raise ValueError(f'alpha must be > 0 (small = skewed, large = close to IID), got {alpha}.')
+        raise ValueError(f'alpha must be > 0 (small = skewed mixes, large = balanced mixes), got {alpha}.')
     if num_clients < 1 or len(labels) < num_clients:
         raise ValueError(f'Need 1 <= num_clients <= len(labels), got {num_clients} clients for '
                          f'{len(labels)} examples.')

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 from helpers.data import NUM_CLASSES
@@ -33,13 +34,13 @@ def plot_digit_grid(pixels: np.ndarray, labels: np.ndarray, num_columns: int = 1
 
 
 def plot_label_histograms(labels_by_client: Mapping[str, np.ndarray], num_columns: int = 4,
-                          num_classes: int = NUM_CLASSES) -> plt.Figure:
+                          num_classes: int = NUM_CLASSES, sharey: bool = False) -> plt.Figure:
     """Draw one bar chart of label counts per client."""
     if not labels_by_client:
         raise ValueError('labels_by_client is empty: pass at least one client.')
     num_rows = int(np.ceil(len(labels_by_client) / num_columns))
     figure, axes = plt.subplots(num_rows, num_columns, figsize=(num_columns * 3, num_rows * 2.2),
-                                squeeze=False, sharex=True)
+                                squeeze=False, sharex=True, sharey=sharey)
     for axis in axes.flat:
         axis.set_visible(False)
     for axis, (client_id, labels) in zip(axes.flat, labels_by_client.items()):
@@ -47,6 +48,7 @@ def plot_label_histograms(labels_by_client: Mapping[str, np.ndarray], num_column
         axis.bar(range(num_classes), np.bincount(np.asarray(labels), minlength=num_classes))
         axis.set_title(f'{client_id} ({len(labels)} digits)', fontsize=9)
         axis.set_xticks(range(num_classes))
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     figure.supxlabel('label')
     figure.supylabel('number of digits')
     figure.tight_layout()
@@ -65,6 +67,7 @@ def plot_mean_images(mean_images: Mapping[str, np.ndarray], num_classes: int = N
             axis = axes[row, label]
             axis.set_xticks([])
             axis.set_yticks([])
+            axis.set_box_aspect(1)
             if not np.isnan(images[label]).all():
                 axis.imshow(images[label], cmap='gray', vmin=0.0, vmax=1.0)
             if row == 0:
@@ -84,6 +87,7 @@ def plot_metric_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], m
             raise KeyError(f'History {name!r} has no {metric!r}; it has {sorted(history)}.')
         ax.plot(history['round'], history[metric], marker='.', label=name)
     ax.set_xlabel('round')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel or metric.replace('_', ' '))
     ax.grid(alpha=0.3)
     ax.legend()

@@ -121,14 +121,20 @@ def install_worker_guard() -> None:
 
 def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computation_calls: int = -1,
           quiet: bool = True) -> None:
-    """Check the environment, seed every generator and install TFF's local execution context."""
+    """Check the environment, seed every generator and install TFF's local execution context.
+
+    Call it before importing TensorFlow. With `quiet=True` it also hides TensorFlow's C++ start-up
+    notices and lowers TF/absl Python logging to errors. It makes TFF's worker process die with this
+    one by wrapping the `subprocess` module that TFF's executor factory uses (see the module docstring).
+    """
     if quiet:
         # TF's C++ start-up notices (CUDA plugin registration on a CPU machine) are noise here.
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     check_environment()
     if not isinstance(default_num_clients, int) or default_num_clients < 0:
         raise ValueError(f'default_num_clients must be an int >= 0, got {default_num_clients!r}.')
-    if not isinstance(max_concurrent_computation_calls, int) or max_concurrent_computation_calls == 0:
+    if not isinstance(max_concurrent_computation_calls, int) or not (
+            max_concurrent_computation_calls == -1 or max_concurrent_computation_calls > 0):
         raise ValueError('max_concurrent_computation_calls must be a positive int, or -1 for no limit; '
                          f'got {max_concurrent_computation_calls!r}.')
     import tensorflow as tf

@@ -37,7 +37,7 @@ def merge_streams(outputs: list) -> list:
     for output in merged:
         if output.get('output_type') == 'stream':
             output['text'] = collapse_carriage_returns(output['text'])
-    return merged
+    return [o for o in merged if o.get('output_type') != 'stream' or o['text'].strip()]
 
 
 def normalise(nb: nbformat.NotebookNode) -> dict:
