@@ -24,19 +24,20 @@ def create_linear_model(num_classes: int = NUM_CLASSES) -> tf.keras.Model:
 
 
 def create_cnn_model(num_classes: int = NUM_CLASSES, seed: int = 0) -> tf.keras.Model:
-    """Return a small CNN on the flattened pixels whose 5x5 kernels hold most of its weights."""
+    """Return a small CNN on the flattened pixels whose four kernels hold 99% of its 19,298 weights."""
     if num_classes < 2:
         raise ValueError(f'num_classes must be >= 2, got {num_classes}.')
     init = tf.keras.initializers.GlorotUniform
     return tf.keras.Sequential([
         tf.keras.layers.InputLayer(input_shape=(NUM_PIXELS,)),
         tf.keras.layers.Reshape((28, 28, 1)),
-        tf.keras.layers.Conv2D(16, 5, activation='relu', kernel_initializer=init(seed)),
+        tf.keras.layers.Conv2D(8, 4, activation='relu', kernel_initializer=init(seed)),
         tf.keras.layers.MaxPool2D(2),
-        tf.keras.layers.Conv2D(32, 5, activation='relu', kernel_initializer=init(seed + 1)),
+        tf.keras.layers.Conv2D(16, 4, activation='relu', kernel_initializer=init(seed + 1)),
         tf.keras.layers.MaxPool2D(2),
         tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(num_classes, activation='softmax', kernel_initializer=init(seed + 2)),
+        tf.keras.layers.Dense(64, activation='relu', kernel_initializer=init(seed + 2)),
+        tf.keras.layers.Dense(num_classes, activation='softmax', kernel_initializer=init(seed + 3)),
     ])
 
 
