@@ -56,13 +56,13 @@ def build_fed_avg_parts(model_fn, client_optimizer: tff.learning.optimizers.Opti
         finalizer=tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer, weights_type))
 
 
-def build_local_training(client_work: tff.learning.templates.ClientWorkProcess,
-                         model_weights_type: tff.types.Type) -> tff.Computation:
+def build_local_training(client_work: tff.learning.templates.ClientWorkProcess) -> tff.Computation:
     """Return a computation (global weights, client datasets) -> every client's ClientResult."""
     if not isinstance(client_work, tff.learning.templates.ClientWorkProcess):
         raise TypeError('client_work must be a tff.learning.templates.ClientWorkProcess, for example '
                         'FedAvgParts.client_work.')
-    client_data_type = client_work.next.type_signature.parameter[2]
+    _, weights_at_clients_type, client_data_type = client_work.next.type_signature.parameter
+    model_weights_type = weights_at_clients_type.member
 
     @tff.federated_computation(tff.FederatedType(model_weights_type, tff.SERVER), client_data_type)
     def local_training(global_weights, client_data):

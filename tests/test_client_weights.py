@@ -23,8 +23,7 @@ def setup(tff_runtime):
     parts = client_weights.build_fed_avg_parts(
         model_fn, tff.learning.optimizers.build_sgdm(CLIENT_LR),
         tff.learning.optimizers.build_sgdm(SERVER_LR))
-    weights_type = parts.initial_model_weights_fn.type_signature.result
-    local_training = client_weights.build_local_training(parts.client_work, weights_type)
+    local_training = client_weights.build_local_training(parts.client_work)
     rng = np.random.default_rng(0)  # Non-zero starting weights, so that every logit matters.
     start = tff.learning.models.ModelWeights(
         trainable=[rng.normal(0, 0.01, (784, 10)).astype(np.float32),
@@ -170,3 +169,16 @@ def test_flatten_and_cosine_similarity():
         client_weights.cosine_similarity_matrix(np.zeros((2, 3)))
     with pytest.raises(ValueError, match='2-D'):
         client_weights.cosine_similarity_matrix(np.zeros(3))
+
+
+def test_builders_reject_wrong_arguments(setup):
+    from helpers import client_weights
+
+    tff = setup['tff']
+    with pytest.raises(TypeError, match='build_sgdm'):
+        client_weights.build_fed_avg_parts(lambda: None, 0.5, tff.learning.optimizers.build_sgdm(1.0))
+    with pytest.raises(TypeError, match='model_fn'):
+        client_weights.build_fed_avg_parts(None, tff.learning.optimizers.build_sgdm(0.5),
+                                           tff.learning.optimizers.build_sgdm(1.0))
+    with pytest.raises(TypeError, match='ClientWorkProcess'):
+        client_weights.build_local_training(setup['parts'].aggregator)
