@@ -44,8 +44,10 @@ def global_l2_norm(value) -> tf.Tensor:
 
 def constant_norm_process(norm: float) -> tff.templates.EstimationProcess:
     """Return an EstimationProcess whose report is always `norm` (a fixed clipping norm)."""
-    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not norm > 0:
-        raise ValueError(f'norm must be a positive number, got {norm!r}.')
+    if isinstance(norm, bool) or not isinstance(norm, (int, float)):
+        raise TypeError(f'norm must be a number, got {type(norm).__name__}.')
+    if not norm > 0:
+        raise ValueError(f'norm must be positive, got {norm!r}.')
 
     @tff.federated_computation()
     def initialize():

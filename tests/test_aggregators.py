@@ -156,6 +156,16 @@ def test_non_positive_norm_is_rejected(agg, norm):
         agg.norm_reporting_clipping(norm)
 
 
+def test_constant_norm_process_reports_its_norm_and_checks_it(tff, agg):
+    process = agg.constant_norm_process(2.5)
+    state = process.next(process.initialize(), [1.0, 9.0])
+    assert process.report(state) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match='positive'):
+        agg.constant_norm_process(-2.5)
+    with pytest.raises(TypeError, match='number'):
+        agg.constant_norm_process('2.5')
+
+
 @pytest.mark.parametrize('bad', ['1.0', None, True])
 def test_norm_of_wrong_type_is_rejected(agg, bad):
     with pytest.raises(TypeError, match='clipping_norm must be'):
