@@ -1,4 +1,8 @@
-"""Keras model builders and the `model_fn` factories TFF's learning algorithms take."""
+"""Keras model builders, the `model_fn` factories TFF's learning algorithms take, and a hand-written model.
+
+`SoftmaxRegression` and `worst_class_recall` are taught in notebooks/02_custom_variable_model.ipynb;
+tests/test_notebooks.py keeps the notebook's copy and this one identical.
+"""
 
 from __future__ import annotations
 

@@ -73,6 +73,7 @@ def test_resume_continues_after_the_last_checkpoint_with_no_round_lost_or_repeat
 
     # Interrupted after round 2, then resumed by a new manager on the same folder (a restarted program).
     checkpoints, logs = tmp_path / 'ckpt', tmp_path / 'logs'
+    kwargs['evaluate'] = lambda weights: {'bias_0': float(weights.trainable[1][0])}
     with pytest.raises(program.TrainingInterrupted) as interrupted:
         program.train_resumable(
             fed_avg, train_data, state_manager=tff.program.FileProgramStateManager(checkpoints),
@@ -90,7 +91,10 @@ def test_resume_continues_after_the_last_checkpoint_with_no_round_lost_or_repeat
         reference['train_loss'], rel=1e-6)
     for got, want in zip(weights_of(fed_avg, state), weights_of(fed_avg, reference_state)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-    assert [r['key'] for r in read_csv(logs / 'metrics.csv')] == ['1', '2', '3', '4']
+    rows = read_csv(logs / 'metrics.csv')
+    assert [r['key'] for r in rows] == ['1', '2', '3', '4']
+    assert float(rows[-1]['eval/bias_0']) == pytest.approx(float(weights_of(fed_avg, state)[1][0]), rel=1e-6)
+    assert resumed['eval_bias_0'][-1] == pytest.approx(float(rows[-1]['eval/bias_0']), rel=1e-6)
 
     # The resumed run started from exactly what round 2 saved, not from the initial state.
     initial = weights_of(fed_avg, fed_avg.initialize())
