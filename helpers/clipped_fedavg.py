@@ -1,13 +1,17 @@
 """FedAvg with client-side gradient clipping, composed from TFF's four learning-process building blocks.
 
-The teaching copies of `check_clip_norm`, `clip_gradients`, `clipped_batch_gradient`,
-`clipped_client_update`, `build_clipped_client_work` and `build_clipped_fedavg` are in
-notebooks/03_composing_clipped_fedavg.ipynb; tests/test_notebooks.py keeps them identical.
+The teaching copies of everything defined here are in notebooks/03_composing_clipped_fedavg.ipynb;
+tests/test_notebooks.py keeps them identical.
 
 Measurements of the client work, per round: `metrics['client_work']['train']` (the model's metrics,
 as in `build_weighted_fed_avg`) and `metrics['client_work']['clipping']` with `mean_gradient_norm`
-(mean pre-clipping norm over every clipped gradient of every client) and `clipped_fraction` (the
-fraction of those gradients whose norm exceeded `clip_norm`).
+(the mean pre-clipping norm over every gradient every client computed) and `clipped_fraction` (the
+fraction of those gradients whose norm exceeded `clip_norm`). The clip norm is the client work's
+state, a hyperparameter: `set_clip_norm` changes it between rounds.
+
+A `gradient_fn(model, batch, clip_norm)` returns (gradients to apply, a 1-D tensor of the
+pre-clipping norms it saw, the batch's number of examples as int64); the default,
+`clipped_batch_gradient`, clips the batch gradient, so it sees one norm per batch.
 """
 
 from __future__ import annotations
