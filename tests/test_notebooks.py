@@ -93,10 +93,13 @@ def test_some_outputs_are_compared_by_nbval(path):
 def _definitions(text: str) -> dict[str, str]:
     """Return the source of each top-level def, class and simple assignment in `text`, by name."""
     tree = ast.parse(text)
+    lines = text.splitlines()
     found = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            found[node.name] = ast.get_source_segment(text, node)
+            # Include decorators: a lost @tf.function changes behaviour but not the def's text.
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            found[node.name] = '\n'.join(lines[first - 1:node.end_lineno])
         elif isinstance(node, ast.Assign):
             for target in node.targets:
                 if isinstance(target, ast.Name):
