@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers import runtime  # noqa: E402
 
 runtime.setup(seed=0)
+# tensor_encoding's bit packer warns about temporary memory each time it is traced; harmless here.
+logging.getLogger().addFilter(lambda record: 'b/161433177' not in record.getMessage())
 
 import tensorflow_federated as tff  # noqa: E402
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te  # noqa: E402

@@ -85,7 +85,8 @@ class ByteCountingGatherEncoder:
     def update_state(self, state, state_update_tensors):
         state_update_tensors = tuple(state_update_tensors)
         inner = self._encoder.update_state(tuple(state)[:-2], state_update_tensors[:-2])
-        return tuple(inner) + state_update_tensors[-2:]  # The counts of this round replace the old.
+        # The counts of this round replace those of the previous round.
+        return tuple(inner) + state_update_tensors[-2:]
 
 
 class MeasuredEncodedSumFactory(tff.aggregators.EncodedSumFactory):
