@@ -97,7 +97,8 @@ def main() -> None:
     process = tff.learning.algorithms.build_weighted_fed_avg(
         models.make_model_fn(models.create_linear_model, spec),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(LEARNING_RATE),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+        loop_implementation=training.LOOP_IMPLEMENTATION)
     plain_round = make_plain_round()
     schedule = training.sample_clients(train_data.client_ids, args.clients_per_round,
                                        args.rounds + 2, seed=0)

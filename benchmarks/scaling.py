@@ -53,7 +53,8 @@ def main() -> None:
         process = tff.learning.algorithms.build_weighted_fed_avg(
             models.make_model_fn(builder, spec),
             client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
-            server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+            server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+            loop_implementation=training.LOOP_IMPLEMENTATION)
         state = process.initialize()
         xs, ys = [], []
         for count in CLIENT_COUNTS:

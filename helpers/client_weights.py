@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow_federated as tff
 
+from helpers import training
+
 
 class FedAvgParts(NamedTuple):
     """The five building blocks that `tff.learning.templates.compose_learning_process` takes."""
@@ -45,7 +47,8 @@ def build_fed_avg_parts(model_fn, client_optimizer: tff.learning.optimizers.Opti
 
     weights_type = initial_model_weights_fn.type_signature.result
     client_work = tff.learning.templates.build_model_delta_client_work(
-        model_fn, client_optimizer, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES)
+        model_fn, client_optimizer, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
+        loop_implementation=training.LOOP_IMPLEMENTATION)
     update_type = client_work.next.type_signature.result.result.member
     aggregator = tff.aggregators.MeanFactory().create(update_type.update, update_type.update_weight)
     return FedAvgParts(

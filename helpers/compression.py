@@ -14,6 +14,8 @@ import tensorflow_federated as tff
 import tree
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
+from helpers import training
+
 DEFAULT_THRESHOLD = 100
 EncoderFn = Callable[[tf.TensorSpec], te.core.Encoder]
 
@@ -166,7 +168,8 @@ def build_compressed_fed_avg(model_fn: Callable[[], tff.learning.models.Variable
         model_fn, client_optimizer, server_optimizer,
         model_distributor=build_encoded_broadcast_process(weights_type, broadcast_encoder_fn),
         model_aggregator=tff.aggregators.MeanFactory(
-            value_sum_factory=MeasuredEncodedSumFactory(aggregation_encoder_fn)))
+            value_sum_factory=MeasuredEncodedSumFactory(aggregation_encoder_fn)),
+        loop_implementation=training.LOOP_IMPLEMENTATION)
 
 
 def bytes_per_round(metrics) -> dict[str, float]:

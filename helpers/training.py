@@ -12,6 +12,11 @@ from tqdm import tqdm
 
 from helpers.data import make_federated_data, preprocess
 
+# How client work loops over a client's dataset. DATASET_ITERATOR gives bit-identical models to TFF's
+# default (DATASET_REDUCE) and made FedAvg rounds 1.6-1.8x faster here (10 bundled clients, 3 local
+# epochs: linear 205 -> 115 ms, CNN 537 -> 345 ms per round; see README, Performance).
+LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_ITERATOR
+
 
 def pooled_test_dataset(test_data: tff.simulation.datasets.ClientData,
                         batch_size: int = 500) -> tf.data.Dataset:
