@@ -47,8 +47,8 @@ def make_plain_round():
     """Return a function running one FedAvg round in plain TensorFlow on lists of weights.
 
     The whole round (every client's local SGD and the weighted average) is one `tf.function`, traced
-    once per number of clients, which is the fastest plain-TF form we found: calling a function per
-    client costs about 40 ms of overhead each.
+    once per number of clients, looping over each dataset with an iterator: the fastest plain-TF form
+    we found (a function call per client, or a plain `for batch in dataset` loop, were 2-3x slower).
     """
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy()
     kernel = tf.Variable(tf.zeros([784, 10]))
@@ -63,7 +63,7 @@ def make_plain_round():
             kernel.assign(start_kernel)
             bias.assign(start_bias)
             num_examples = tf.constant(0, tf.int32)
-            for batch in dataset:
+            for batch in iter(dataset):  # An iterator loop, like LoopImplementation.DATASET_ITERATOR.
                 with tf.GradientTape() as tape:
                     probabilities = tf.nn.softmax(tf.matmul(batch['x'], kernel) + bias)
                     loss = loss_fn(batch['y'], probabilities)
@@ -136,7 +136,7 @@ def main() -> None:
     def count_examples(datasets):
         total = tf.constant(0)
         for dataset in datasets:
-            for batch in dataset:
+            for batch in iter(dataset):  # An iterator loop, like LoopImplementation.DATASET_ITERATOR.
                 total += tf.shape(batch['y'])[0]
         return total
 

@@ -13,8 +13,8 @@ from tqdm import tqdm
 from helpers.data import make_federated_data, preprocess
 
 # How client work loops over a client's dataset. DATASET_ITERATOR gives bit-identical models to TFF's
-# default (DATASET_REDUCE) and made FedAvg rounds 1.6-1.8x faster here (10 bundled clients, 3 local
-# epochs: linear 205 -> 115 ms, CNN 537 -> 345 ms per round; see README, Performance).
+# default (DATASET_REDUCE) and made FedAvg rounds about 2x faster on a 2-core CPU (benchmarks/tuning.py:
+# 10 bundled clients, 3 local epochs, linear 221 -> 110 ms, CNN 417 -> 222 ms per round).
 LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_ITERATOR
 
 
