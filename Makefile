@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: lab test env lock data clean-env
 
+# Jupyter refuses to run as root unless told; containers (see README, macOS/Windows) often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
