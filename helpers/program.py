@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 from tqdm import tqdm
 
 from helpers.data import make_federated_data
-from helpers.training import sample_clients
+from helpers.training import round_datasets, sample_clients
 
 
 def run_sync(awaitable: Awaitable) -> Any:
@@ -112,9 +112,8 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
     progress = tqdm(desc=description, unit='round', initial=last_round, total=num_rounds)
     try:
         for round_num in range(last_round + 1, num_rounds + 1):
-            kwargs = dict(preprocess_kwargs or {})
-            kwargs.setdefault('seed', seed + round_num)
-            client_datasets = make_federated_data(train_data, schedule[round_num - 1], **kwargs)
+            client_datasets = round_datasets(train_data, schedule[round_num - 1], round_num, seed,
+                                             preprocess_kwargs)
             result = process.next(state, client_datasets)
             state = result.state
             released = {'train': {name: float(value)

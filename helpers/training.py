@@ -62,6 +62,15 @@ def sample_clients(client_ids: list[str], clients_per_round: int, num_rounds: in
             for _ in range(num_rounds)]
 
 
+def round_datasets(train_data: tff.simulation.datasets.ClientData, client_ids: list[str],
+                   round_num: int, seed: int = 0, preprocess_kwargs: Mapping | None = None
+                   ) -> list[tf.data.Dataset]:
+    """Return round `round_num`'s client datasets, shuffled with that round's own seed."""
+    kwargs = dict(preprocess_kwargs or {})
+    kwargs.setdefault('seed', seed + round_num)
+    return make_federated_data(train_data, client_ids, **kwargs)
+
+
 def train(process: tff.learning.templates.LearningProcess,
           train_data: tff.simulation.datasets.ClientData,
           num_rounds: int,
@@ -86,9 +95,8 @@ def train(process: tff.learning.templates.LearningProcess,
     history: dict[str, list[float]] = collections.defaultdict(list)
     progress = tqdm(rounds, desc=description, unit='round')
     for round_num, client_ids in enumerate(progress, start=1):
-        kwargs = dict(preprocess_kwargs or {})
-        kwargs.setdefault('seed', seed + round_num)
-        result = process.next(state, make_federated_data(train_data, client_ids, **kwargs))
+        datasets = round_datasets(train_data, client_ids, round_num, seed, preprocess_kwargs)
+        result = process.next(state, datasets)
         state = result.state
         history['round'].append(round_num)
         for name, value in result.metrics.get('client_work', {}).get('train', {}).items():
