@@ -1,7 +1,8 @@
 """Federated digit data: loading (bundled or real EMNIST), partitioning, preprocessing, statistics.
 
-The teaching copies of `preprocess`, `make_federated_data`, `partition_iid`, `partition_dirichlet` and
-`label_skew` are in notebooks/01_data_heterogeneity.ipynb; tests/test_notebooks.py keeps them identical.
+The teaching copies of `to_model_input`, `shuffle_and_batch`, `preprocess`, `client_model_input`,
+`make_federated_data`, `partition_iid`, `partition_dirichlet` and `label_skew` are in
+notebooks/01_data_heterogeneity.ipynb; tests/test_notebooks.py keeps them identical.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -186,33 +188,66 @@ def client_arrays(client_data: tff.simulation.datasets.ClientData,
             'client': np.concatenate(owners)}
 
 
-def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int = 1,
-               shuffle_buffer: int = 200, seed: int | None = 0) -> tf.data.Dataset:
-    """Return `dataset` as shuffled batches of (x = flat ink intensities, y = label) for Keras.
+def to_model_input(element: Mapping[str, tf.Tensor]) -> collections.OrderedDict:
+    """Return one raw element as the model's input: x = flat ink intensities (1 = ink), y = [label]."""
+    return collections.OrderedDict(
+        x=tf.reshape(1.0 - element['pixels'], [-1]),  # 1 = ink, 0 = background.
+        y=tf.reshape(element['label'], [1]))
+
+
+def shuffle_and_batch(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int = 1,
+                      shuffle_buffer: int = 200, seed: int | None = 0) -> tf.data.Dataset:
+    """Return `dataset` repeated for `num_epochs`, shuffled and batched.
 
     `seed=None` shuffles differently on every pass; `shuffle_buffer <= 1` does not shuffle.
     """
     if batch_size < 1 or num_epochs < 1:
         raise ValueError(f'batch_size and num_epochs must be >= 1, got {batch_size} and {num_epochs}.')
-
-    def to_model_input(element):
-        return collections.OrderedDict(
-            x=tf.reshape(1.0 - element['pixels'], [-1]),  # 1 = ink, 0 = background.
-            y=tf.reshape(element['label'], [1]))
-
     dataset = dataset.repeat(num_epochs)
     if shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    return dataset.map(to_model_input).batch(batch_size)
+    return dataset.batch(batch_size)
+
+
+def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int = 1,
+               shuffle_buffer: int = 200, seed: int | None = 0) -> tf.data.Dataset:
+    """Return raw `dataset` as shuffled batches of (x = flat ink intensities, y = label) for Keras."""
+    return shuffle_and_batch(dataset.map(to_model_input), batch_size, num_epochs, shuffle_buffer, seed)
+
+
+MAX_CACHED_EXAMPLES = 100_000  # About 300 MB of model input; the bundled data has 5,000 examples.
+_model_input_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def client_model_input(client_data: tff.simulation.datasets.ClientData,
+                       client_id: str) -> collections.OrderedDict:
+    """Return all of one client's examples in the model's input format, converted once and then cached."""
+    cache = _model_input_cache.setdefault(client_data, collections.OrderedDict())
+    if client_id in cache:
+        cache.move_to_end(client_id)  # Least recently used entries leave first.
+        return cache[client_id]
+    converted = client_data.create_tf_dataset_for_client(client_id).map(to_model_input)
+    arrays = collections.OrderedDict((key, []) for key in converted.element_spec)
+    for batch in converted.batch(4096):
+        for key, value in batch.items():
+            arrays[key].append(value.numpy())
+    if not arrays['y']:
+        raise ValueError(f'Client {client_id!r} has no examples; leave it out of the round.')
+    arrays = collections.OrderedDict((key, np.concatenate(parts)) for key, parts in arrays.items())
+    cache[client_id] = arrays
+    while len(cache) > 1 and sum(len(a['y']) for a in cache.values()) > MAX_CACHED_EXAMPLES:
+        cache.popitem(last=False)
+    return arrays
 
 
 def make_federated_data(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
                         **preprocess_kwargs) -> list[tf.data.Dataset]:
-    """Return one preprocessed dataset per client id, in the order given."""
+    """Return one dataset per client id, in the order given, batched exactly as `preprocess` would."""
     unknown = set(client_ids) - set(client_data.client_ids)
     if unknown:
         raise ValueError(f'Unknown client ids: {sorted(unknown)[:5]}. Pick from client_data.client_ids.')
-    return [preprocess(client_data.create_tf_dataset_for_client(cid), **preprocess_kwargs)
+    return [shuffle_and_batch(tf.data.Dataset.from_tensor_slices(client_model_input(client_data, cid)),
+                              **preprocess_kwargs)
             for cid in client_ids]
 
 

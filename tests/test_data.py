@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from helpers import data
 from tests.conftest import ROOT
@@ -214,3 +215,65 @@ def test_make_federated_data_keeps_order_and_rejects_unknown_ids(bundled):
         assert next(iter(dataset))['y'].numpy().ravel().tolist() == expected
     with pytest.raises(ValueError, match='Unknown client ids'):
         data.make_federated_data(train, ['nobody'])
+
+
+def _old_preprocess(dataset, batch_size=20, num_epochs=1, shuffle_buffer=200, seed=0):
+    """The course's first preprocessing (shuffle, then convert each element): the reference order."""
+    def convert(element):
+        return collections.OrderedDict(x=tf.reshape(1.0 - element['pixels'], [-1]),
+                                       y=tf.reshape(element['label'], [1]))
+
+    dataset = dataset.repeat(num_epochs)
+    if shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    return dataset.map(convert).batch(batch_size)
+
+
+@pytest.mark.parametrize('kwargs', [dict(), dict(num_epochs=3, seed=7), dict(batch_size=7, shuffle_buffer=1)])
+def test_cached_client_input_gives_the_batches_of_converting_every_round(bundled, kwargs):
+    train, _ = bundled
+    ids = train.client_ids[:6]
+    cached = data.make_federated_data(train, ids, **kwargs)
+    for client_id, dataset in zip(ids, cached):
+        raw = train.create_tf_dataset_for_client(client_id)
+        for routes in zip(dataset, data.preprocess(raw, **kwargs), _old_preprocess(raw, **kwargs), strict=True):
+            for key in ('x', 'y'):
+                np.testing.assert_array_equal(routes[0][key], routes[1][key])
+                np.testing.assert_array_equal(routes[0][key], routes[2][key])
+
+
+def test_client_model_input_converts_once_and_evicts_least_recently_used(bundled, monkeypatch):
+    train, _ = bundled
+    client_data = data.load_bundled()[0]  # A fresh ClientData: its own, empty cache.
+    created = []
+    original = client_data.create_tf_dataset_for_client
+    monkeypatch.setattr(client_data, 'create_tf_dataset_for_client',
+                        lambda cid: created.append(cid) or original(cid))
+    a, b, c = client_data.client_ids[:3]
+    first = data.client_model_input(client_data, a)
+    assert data.client_model_input(client_data, a) is first and created == [a]
+    assert first['x'].shape == (len(first['y']), 784) and first['x'].dtype == np.float32
+    data.client_model_input(client_data, b)
+    data.client_model_input(client_data, a)  # Now b is the least recently used.
+    # Room for a and c only: caching c must drop b and keep a.
+    size_c = int(train.create_tf_dataset_for_client(c).cardinality())
+    monkeypatch.setattr(data, 'MAX_CACHED_EXAMPLES', len(first['y']) + size_c)
+    data.client_model_input(client_data, c)
+    created.clear()
+    for client_id in (a, c, b):
+        data.client_model_input(client_data, client_id)
+    assert created == [b]
+
+
+def test_client_model_input_rejects_an_empty_client():
+    empty = tff.simulation.datasets.TestClientData({'nobody': collections.OrderedDict(
+        label=np.zeros([0], np.int32), pixels=np.zeros([0, 28, 28], np.float32))})
+    with pytest.raises(ValueError, match='no examples'):
+        data.client_model_input(empty, 'nobody')
+
+
+def test_shuffle_and_batch_rejects_bad_sizes():
+    dataset = tf.data.Dataset.range(5)
+    with pytest.raises(ValueError, match='num_epochs'):
+        data.shuffle_and_batch(dataset, num_epochs=0)
+    assert [len(b) for b in data.shuffle_and_batch(dataset, batch_size=2, shuffle_buffer=1)] == [2, 2, 1]
