@@ -81,7 +81,11 @@ def clipped_client_update(model: tff.learning.models.VariableModel,
 
     zero_totals = (optimizer_state, tf.constant(0, tf.int64), tf.constant(0.0), tf.constant(0),
                    tf.constant(0))
-    _, num_examples, norm_sum, num_gradients, num_clipped = dataset.reduce(zero_totals, train_on_batch)
+    totals = zero_totals
+    # An iterator loop rather than dataset.reduce: the same steps, faster in TFF's runtime.
+    for batch in iter(dataset):
+        totals = train_on_batch(totals, batch)
+    _, num_examples, norm_sum, num_gradients, num_clipped = totals
     # The update is what the server subtracts (times its learning rate): initial minus trained.
     update = tuple(initial - trained for initial, trained in zip(server_weights.trainable, trainable))
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(u)) for u in update])

@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 from tqdm import tqdm
 
 from helpers.data import make_federated_data
-from helpers.training import round_datasets, sample_clients
+from helpers.training import LOOP_IMPLEMENTATION, round_datasets, sample_clients
 
 
 def run_sync(awaitable: Awaitable) -> Any:
@@ -52,7 +52,7 @@ def make_federated_evaluator(model_fn: Callable[[], tff.learning.models.Variable
     if not callable(model_fn):
         raise TypeError('model_fn must be a no-argument function (or class) that returns a new '
                         f'tff.learning.models.VariableModel, got {type(model_fn).__name__}.')
-    eval_process = tff.learning.algorithms.build_fed_eval(model_fn)
+    eval_process = tff.learning.algorithms.build_fed_eval(model_fn, loop_implementation=LOOP_IMPLEMENTATION)
     initial_state = eval_process.initialize()
     test_datasets = make_federated_data(test_data, test_data.client_ids, batch_size=batch_size,
                                         shuffle_buffer=1)
