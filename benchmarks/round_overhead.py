@@ -5,15 +5,18 @@
 A: `tff.learning.algorithms.build_weighted_fed_avg` (linear model, client SGD, server SGD at 1.0).
 B: a hand-written TensorFlow loop doing exactly the same local SGD steps on exactly the same batches,
    then the example-weighted average of the client deltas.
-Both start every measured round from the same weights; after a warm-up round each, they alternate
+Each measured round of either path builds the round's client datasets and runs the round from the
+same weights (for TFF, a state made once beforehand); after a warm-up round each, they alternate
 A B A B. The script first checks that one round of each gives the same model (within float
-tolerance), then prints the median seconds per round of each and, as its last line, a JSON object
-with tff_round_s, plain_round_s and ratio.
+tolerance), then prints the median seconds per round of each, where TFF's `process.next` spends its
+time (from TFF's own tracing spans, in extra rounds), and, as its last line, a JSON object with
+tff_round_s, plain_round_s and ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import sys
@@ -29,7 +32,10 @@ runtime.setup(seed=0)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
+# TFF's tracing hooks (not public API) tell where the time of a call to a computation goes.
+from tensorflow_federated.python.common_libs import tracing  # noqa: E402
 
+from benchmarks import plain_fedavg  # noqa: E402
 from helpers import data, models, training  # noqa: E402
 
 LEARNING_RATE = 0.1
@@ -43,47 +49,49 @@ def client_datasets(train_data, client_ids, round_num):
                                     num_epochs=LOCAL_EPOCHS, seed=round_num)
 
 
-def make_plain_round():
-    """Return a function running one FedAvg round in plain TensorFlow on lists of weights.
+class _SpanTimer(tracing.TracingProvider):
+    """Sums the wall time of TFF's traced spans (its executors' own instrumentation) by name."""
 
-    The whole round (every client's local SGD and the weighted average) is one `tf.function`, traced
-    once per number of clients, looping over each dataset with an iterator: the fastest plain-TF form
-    we found (a function call per client, or a plain `for batch in dataset` loop, were 2-3x slower).
+    def __init__(self):
+        self.totals: collections.Counter = collections.Counter()
+
+    def span(self, scope, sub_scope, nonce, parent_span_yield, fn_args, fn_kwargs, trace_opts):
+        began = time.perf_counter()
+        yield None
+        self.totals[f'{scope}.{sub_scope}'] += time.perf_counter() - began
+
+
+def tff_breakdown(process, state, rounds_datasets) -> dict[str, float]:
+    """Return the median seconds per part of `process.next(state, datasets)` over the rounds given.
+
+    Parts: serializing the arguments in Python; sending them to TFF's worker process; the worker running
+    the round (the create_call request returns when the round is done); fetching and deserializing the
+    result; everything else in the call (compilation cache, type checks, glue).
     """
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy()
-    kernel = tf.Variable(tf.zeros([784, 10]))
-    bias = tf.Variable(tf.zeros([10]))
-
-    @tf.function
-    def round_fn(start_kernel, start_bias, datasets):
-        sum_kernel = tf.zeros_like(start_kernel)
-        sum_bias = tf.zeros_like(start_bias)
-        total = tf.constant(0.0)
-        for dataset in datasets:  # A Python loop: unrolled at trace time, one block per client.
-            kernel.assign(start_kernel)
-            bias.assign(start_bias)
-            num_examples = tf.constant(0, tf.int32)
-            for batch in iter(dataset):  # An iterator loop, like LoopImplementation.DATASET_ITERATOR.
-                with tf.GradientTape() as tape:
-                    probabilities = tf.nn.softmax(tf.matmul(batch['x'], kernel) + bias)
-                    loss = loss_fn(batch['y'], probabilities)
-                grads = tape.gradient(loss, [kernel, bias])
-                kernel.assign_sub(LEARNING_RATE * grads[0])
-                bias.assign_sub(LEARNING_RATE * grads[1])
-                num_examples += tf.shape(batch['y'])[0]
-            weight = tf.cast(num_examples, tf.float32)
-            sum_kernel += weight * (kernel - start_kernel)
-            sum_bias += weight * (bias - start_bias)
-            total += weight
-        return start_kernel + sum_kernel / total, start_bias + sum_bias / total
-
-    def run_round(weights, datasets):
-        new_kernel, new_bias = round_fn(tf.constant(weights[0]), tf.constant(weights[1]),
-                                        tuple(datasets))
-        return [new_kernel.numpy(), new_bias.numpy()]
-
-    run_round.round_fn = round_fn
-    return run_round
+    timer = _SpanTimer()
+    tracing.set_tracing_providers([timer])
+    parts = collections.defaultdict(list)
+    try:
+        for datasets in rounds_datasets:
+            timer.totals.clear()
+            began = time.perf_counter()
+            process.next(state, datasets)
+            total = time.perf_counter() - began
+            t = timer.totals
+            serialize = t['<locals>.serialize_value']
+            shares = {
+                'serialize arguments in Python': serialize,
+                'send them to the worker': t['RemoteExecutor.create_value'] - serialize,
+                'worker runs the round': t['RemoteExecutor.create_call'],
+                'fetch and deserialize the result': t['RemoteExecutor._compute'],
+            }
+            shares['everything else'] = total - sum(shares.values())
+            shares['process.next in all'] = total
+            for name, seconds in shares.items():
+                parts[name].append(seconds)
+    finally:
+        tracing.set_tracing_providers([tracing.LoggingTracingProvider()])  # TFF's default.
+    return {name: statistics.median(values) for name, values in parts.items()}
 
 
 def main() -> None:
@@ -99,7 +107,7 @@ def main() -> None:
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(LEARNING_RATE),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
         loop_implementation=training.LOOP_IMPLEMENTATION)
-    plain_round = make_plain_round()
+    plain_round = plain_fedavg.make_plain_round(LEARNING_RATE)
     schedule = training.sample_clients(train_data.client_ids, args.clients_per_round,
                                        args.rounds + 2, seed=0)
 
@@ -108,11 +116,14 @@ def main() -> None:
     state = process.next(state, client_datasets(train_data, schedule[0], 0)).state
     start = [np.asarray(w) for w in process.get_model_weights(state).trainable]
 
+    # The state each measured round starts from, made once: outside the timed work, like `start`.
+    round_state = process.set_model_weights(
+        state, tff.learning.models.ModelWeights(trainable=list(start), non_trainable=[]))
+
     def tff_round(client_ids, round_num):
-        weights = tff.learning.models.ModelWeights(trainable=list(start), non_trainable=[])
-        round_state = process.set_model_weights(state, weights)
         result = process.next(round_state, client_datasets(train_data, client_ids, round_num))
-        return [np.asarray(w) for w in process.get_model_weights(result.state).trainable]
+        # The new state is already Python values; reading the weights needs no TFF call.
+        return [np.asarray(w) for w in result.state.global_model_weights.trainable]
 
     def plain(client_ids, round_num):
         return plain_round(start, client_datasets(train_data, client_ids, round_num))
@@ -140,24 +151,36 @@ def main() -> None:
                 total += tf.shape(batch['y'])[0]
         return total
 
-    pipeline = []
+    build, pipeline = [], []
     for i, client_ids in enumerate(schedule[2:], start=2):
+        began = time.perf_counter()
         datasets = tuple(client_datasets(train_data, client_ids, i))
+        build.append(time.perf_counter() - began)
         began = time.perf_counter()
         count_examples(datasets).numpy()
         pipeline.append(time.perf_counter() - began)
+    build_s = statistics.median(build)
     pipeline_s = statistics.median(pipeline[1:])  # The first call traces.
+
+    breakdown = tff_breakdown(process, round_state, [
+        client_datasets(train_data, ids, i) for i, ids in enumerate(schedule[2:], start=2)])
     examples = np.mean([sum(int(train_data.create_tf_dataset_for_client(c).cardinality())
                             for c in ids) for ids in schedule[2:]])
     print(f'{args.clients_per_round} clients/round, about {examples:.0f} examples/round, '
-          f'{args.rounds} rounds each, alternating')
-    print(f'TFF round:   median {tff_s * 1000:.1f} ms')
-    print(f'plain round: median {plain_s * 1000:.1f} ms, of which only iterating the clients\' '
-          f'datasets: {pipeline_s * 1000:.1f} ms')
+          f'{args.rounds} rounds each, alternating; both include building the round\'s datasets '
+          f'({build_s * 1000:.1f} ms)')
+    print(f'TFF round:   median {tff_s * 1000:6.1f} ms')
+    print(f'plain round: median {plain_s * 1000:6.1f} ms, of which iterating the clients\' '
+          f'datasets alone: {pipeline_s * 1000:.1f} ms')
+    print(f'ratio TFF / plain: {tff_s / plain_s:.2f}')
+    print('Where process.next spends its time (medians over extra rounds, from TFF\'s tracing spans):')
+    for part, seconds in breakdown.items():
+        print(f'  {part:45s} {seconds * 1000:6.1f} ms')
     print(json.dumps({'tff_round_s': round(tff_s, 4), 'plain_round_s': round(plain_s, 4),
-                      'ratio': round(tff_s / plain_s, 2), 'plain_pipeline_s': round(pipeline_s, 4),
+                      'ratio': round(tff_s / plain_s, 2), 'build_datasets_s': round(build_s, 4),
+                      'plain_pipeline_s': round(pipeline_s, 4),
+                      'tff_next_breakdown_s': {k: round(v, 4) for k, v in breakdown.items()},
                       'max_abs_weight_diff': max_diff}))
-
 
 if __name__ == '__main__':
     main()
