@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/scaling.py [--rounds 3]
 
 The bundled train examples are dealt IID into clients of exactly k examples, one ClientData per k.
-Five designs of a round: 10, 50 and 200 clients of 20 examples, and 10 clients of 80 and of 320
+Five designs of a round: 10, 50 and 150 clients of 20 examples, and 10 clients of 80 and of 320
 examples. For the linear model and the notebook CNN it times `build_weighted_fed_avg` (one local
 epoch, batches of 20, `DATASET_ITERATOR`), and for the linear model also the plain-TensorFlow round
 of `benchmarks/plain_fedavg.py`: `--rounds` rounds per design after a warm-up round, median seconds
@@ -32,7 +32,7 @@ import tensorflow_federated as tff  # noqa: E402
 from benchmarks import plain_fedavg  # noqa: E402
 from helpers import data, models, training  # noqa: E402
 
-DESIGNS = ((10, 20), (50, 20), (200, 20), (10, 80), (10, 320))  # (clients per round, examples each)
+DESIGNS = ((10, 20), (50, 20), (150, 20), (10, 80), (10, 320))  # (clients per round, examples each)
 MODELS = {'linear': models.create_linear_model, 'cnn': models.create_cnn_model}
 LEARNING_RATE = 0.1
 
