@@ -95,11 +95,11 @@ def _stop_workers() -> None:
                 process.kill()
                 process.wait()
     # TFF's service managers would try again from `__del__` during interpreter teardown, when their
-    # module's globals are already gone, and print a traceback. Their job is done: retire them.
+    # module's globals are already gone, and print a traceback. Their job is done: retire them (each
+    # execution context has its own ServiceManager class).
     for obj in gc.get_objects():
         if type(obj).__qualname__.endswith('local_cpp_executor_factory.<locals>.ServiceManager'):
             type(obj).__del__ = lambda self: None
-            break
 
 
 def worker_pids() -> list[int]:
