@@ -9,7 +9,8 @@ warm-up rounds, plus the largest weight difference from TFF's default at the end
 model). Settings: TFF's default loop (DATASET_REDUCE), DATASET_ITERATOR, and the default loop with
 prefetching client datasets. Then, for the linear model with the iterator loop, it compares building
 the client datasets by converting every round against the cached model input of
-`data.make_federated_data`. The last line is a JSON object with every median.
+`data.make_federated_data`, and TFF's execution-context settings (`max_concurrent_computation_calls`,
+`stream_structs`). The last line is a JSON object with every median.
 """
 
 from __future__ import annotations
@@ -76,7 +77,55 @@ def main() -> None:
             print(f'{model_name:6s} {name:22s} median {median * 1000:6.1f} ms/round, '
                   f'max weight difference from default {diff:.1e}', flush=True)
     results.update(compare_client_input(train_data, spec, schedule))
+    results.update(compare_contexts(train_data, spec, schedule))
     print(json.dumps(results))
+
+
+CONTEXTS = {  # name: keyword arguments of tff.backends.native.create_sync_local_cpp_execution_context
+    'context default (no call limit)': {},
+    'context max_concurrent_computation_calls=1': dict(max_concurrent_computation_calls=1),
+    'context max_concurrent_computation_calls=2': dict(max_concurrent_computation_calls=2),
+    'context stream_structs': dict(stream_structs=True),
+}
+
+
+def compare_contexts(train_data, spec, schedule) -> dict[str, float]:
+    """Time the same linear FedAvg rounds under each execution-context setting, interleaved.
+
+    Each context starts its own TFF worker; `max_concurrent_computation_calls` limits how many client
+    computations the worker runs at once (TFF's default: no limit).
+    """
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        models.make_model_fn(models.create_linear_model, spec),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+        loop_implementation=training.LOOP_IMPLEMENTATION)
+    contexts = {name: tff.backends.native.create_sync_local_cpp_execution_context(**kwargs)
+                for name, kwargs in CONTEXTS.items()}
+    stack = tff.framework.get_context_stack()
+    original = stack.current
+    states, times = {}, {name: [] for name in contexts}
+    try:
+        for i, client_ids in enumerate(schedule):
+            datasets = data.make_federated_data(train_data, client_ids, seed=i, num_epochs=3)
+            for name, context in contexts.items():
+                stack.set_default_context(context)
+                state = states.get(name) or process.initialize()
+                began = time.perf_counter()
+                states[name] = process.next(state, datasets).state
+                times[name].append(time.perf_counter() - began)
+    finally:
+        stack.set_default_context(original)
+    default = states['context default (no call limit)'].global_model_weights.trainable
+    results = {}
+    for name in contexts:
+        weights = states[name].global_model_weights.trainable
+        diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(weights, default))
+        median = statistics.median(times[name][2:]) * 1000
+        results[f'linear {name}'] = round(median, 1)
+        print(f'linear {name:42s} median {median:6.1f} ms/round, max weight difference {diff:.1e}',
+              flush=True)
+    return results
 
 
 def compare_client_input(train_data, spec, schedule) -> dict[str, float]:
