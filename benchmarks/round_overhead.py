@@ -7,10 +7,12 @@ B: a hand-written TensorFlow loop doing exactly the same local SGD steps on exac
    then the example-weighted average of the client deltas.
 Each measured round of either path builds the round's client datasets and runs the round from the
 same weights (for TFF, a state made once beforehand); after a warm-up round each, they alternate
-A B A B. The script first checks that one round of each gives the same model (within float
-tolerance), then prints the median seconds per round of each, where TFF's `process.next` spends its
-time (from TFF's own tracing spans, in extra rounds), and, as its last line, a JSON object with
-tff_round_s, plain_round_s and ratio.
+A B B A A B ..., so that neither always runs first. TFF also computes its training metrics (loss,
+accuracy, counts) on every batch; the plain loop does only the SGD step. The script first checks
+that one round of each gives the same model (within float tolerance), then prints the median
+seconds per round of each, where TFF's `process.next` spends its time (from TFF's own tracing
+spans, in extra rounds; medians per part, so they need not add up to the median in all), and, as
+its last line, a JSON object with tff_round_s, plain_round_s and ratio.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def main() -> None:
 
     times = {'tff': [], 'plain': []}
     for i, client_ids in enumerate(schedule[2:], start=2):
-        for name, fn in (('tff', tff_round), ('plain', plain)):
+        order = (('tff', tff_round), ('plain', plain))
+        for name, fn in order if i % 2 == 0 else order[::-1]:  # A B B A ...: neither always first.
             began = time.perf_counter()
             fn(client_ids, i)
             times[name].append(time.perf_counter() - began)

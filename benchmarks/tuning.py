@@ -147,8 +147,9 @@ def compare_client_input(train_data, spec, schedule) -> dict[str, float]:
     """Time building each round's client datasets, and the round, with and without the input cache.
 
     'convert every round' applies `data.preprocess` to each client's raw dataset (one `.map` per client
-    per round, as the course did first); 'cached model input' is `data.make_federated_data`, which
-    converts a client's examples once and then only shuffles and batches them. Same batches.
+    per round, which is what the course first did); 'cached model input' is `data.make_federated_data`,
+    which converts a client's examples once and then only shuffles and batches them. Both give the
+    same batches, so the rounds must give the same weights: the last round's are compared.
     """
     process = tff.learning.algorithms.build_weighted_fed_avg(
         models.make_model_fn(models.create_linear_model, spec),
@@ -165,14 +166,18 @@ def compare_client_input(train_data, spec, schedule) -> dict[str, float]:
     state = process.initialize()
     build = {name: [] for name in routes}
     rounds = {name: [] for name in routes}
+    last = {}
     for i, client_ids in enumerate(schedule):
         for name, route in routes.items():
             began = time.perf_counter()
             datasets = route(client_ids, i)
             built = time.perf_counter()
-            process.next(state, datasets)
+            last[name] = process.next(state, datasets).state.global_model_weights.trainable
             build[name].append(built - began)
             rounds[name].append(time.perf_counter() - built)
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+               for a, b in zip(*last.values()))
+    print(f'max weight difference between the two inputs after the last round: {diff:.1e}')
     results = {}
     for name in routes:
         build_ms = statistics.median(build[name][2:]) * 1000

@@ -215,7 +215,7 @@ def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int =
     return shuffle_and_batch(dataset.map(to_model_input), batch_size, num_epochs, shuffle_buffer, seed)
 
 
-MAX_CACHED_EXAMPLES = 100_000  # About 300 MB of model input; the bundled data has 5,000 examples.
+MAX_CACHED_EXAMPLES = 100_000  # Per ClientData: about 300 MB of model input. The bundled data has 5,000.
 _model_input_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -234,6 +234,8 @@ def client_model_input(client_data: tff.simulation.datasets.ClientData,
     if not arrays['y']:
         raise ValueError(f'Client {client_id!r} has no examples; leave it out of the round.')
     arrays = collections.OrderedDict((key, np.concatenate(parts)) for key, parts in arrays.items())
+    for array in arrays.values():
+        array.setflags(write=False)  # Shared by every later round: nobody may change it in place.
     cache[client_id] = arrays
     while len(cache) > 1 and sum(len(a['y']) for a in cache.values()) > MAX_CACHED_EXAMPLES:
         cache.popitem(last=False)
@@ -242,7 +244,7 @@ def client_model_input(client_data: tff.simulation.datasets.ClientData,
 
 def make_federated_data(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
                         **preprocess_kwargs) -> list[tf.data.Dataset]:
-    """Return one dataset per client id, in the order given, batched exactly as `preprocess` would."""
+    """Return one dataset per client id, in order; with an int seed, the batches `preprocess` gives."""
     unknown = set(client_ids) - set(client_data.client_ids)
     if unknown:
         raise ValueError(f'Unknown client ids: {sorted(unknown)[:5]}. Pick from client_data.client_ids.')
