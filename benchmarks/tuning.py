@@ -6,7 +6,7 @@ For the linear model and the notebook-06 CNN it builds `build_weighted_fed_avg` 
 per round, 3 local epochs, client SGD 0.1) once per setting, runs the same rounds on the same batches
 through each, interleaved round by round, and prints the median milliseconds per round after two
 warm-up rounds, plus the largest weight difference from TFF's default at the end (0 means the same
-model). Settings: TFF's default loop (DATASET_REDUCE), DATASET_ITERATOR, and the default loop with
+model). Settings: TFF's default loop (DATASET_REDUCE), DATASET_ITERATOR, and each of them with
 prefetching client datasets. Then, for the linear model with the iterator loop, it compares building
 the client datasets by converting every round against the cached model input of
 `data.make_federated_data`, and TFF's execution-context settings (`max_concurrent_computation_calls`,
@@ -39,6 +39,7 @@ SETTINGS = {  # name: (loop implementation, prefetch the client datasets)
     'reduce (TFF default)': (LOOPS.DATASET_REDUCE, False),
     'iterator': (LOOPS.DATASET_ITERATOR, False),
     'reduce + prefetch': (LOOPS.DATASET_REDUCE, True),
+    'iterator + prefetch': (LOOPS.DATASET_ITERATOR, True),
 }
 
 
