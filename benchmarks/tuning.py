@@ -43,6 +43,20 @@ SETTINGS = {  # name: (loop implementation, prefetch the client datasets)
 }
 
 
+def build_fed_avg(keras_builder, spec, loop=training.LOOP_IMPLEMENTATION):
+    """Return the FedAvg process every comparison here times: client SGD 0.1, server SGD 1.0."""
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        models.make_model_fn(keras_builder, spec),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+        loop_implementation=loop)
+
+
+def max_weight_difference(weights, reference) -> float:
+    """Return the largest absolute difference between two lists of weight arrays (0: the same model)."""
+    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(weights, reference))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=10)
@@ -53,11 +67,7 @@ def main() -> None:
     results = {}
     for model_name, builder in (('linear', models.create_linear_model),
                                 ('cnn', models.create_cnn_model)):
-        processes = {name: tff.learning.algorithms.build_weighted_fed_avg(
-            models.make_model_fn(builder, spec),
-            client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
-            server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
-            loop_implementation=loop) for name, (loop, _) in SETTINGS.items()}
+        processes = {name: build_fed_avg(builder, spec, loop) for name, (loop, _) in SETTINGS.items()}
         states = {name: p.initialize() for name, p in processes.items()}
         times = {name: [] for name in processes}
         for i, client_ids in enumerate(schedule):
@@ -68,11 +78,9 @@ def main() -> None:
                 began = time.perf_counter()
                 states[name] = process.next(states[name], datasets).state
                 times[name].append(time.perf_counter() - began)
-        default = processes['reduce (TFF default)'].get_model_weights(states['reduce (TFF default)'])
-        for name, process in processes.items():
-            weights = process.get_model_weights(states[name])
-            diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                       for a, b in zip(weights.trainable, default.trainable))
+        default = states['reduce (TFF default)'].global_model_weights.trainable
+        for name in processes:
+            diff = max_weight_difference(states[name].global_model_weights.trainable, default)
             median = statistics.median(times[name][2:])
             results[f'{model_name} {name}'] = round(median * 1000, 1)
             print(f'{model_name:6s} {name:22s} median {median * 1000:6.1f} ms/round, '
@@ -96,11 +104,7 @@ def compare_contexts(train_data, spec, schedule) -> dict[str, float]:
     Each context starts its own TFF worker; `max_concurrent_computation_calls` limits how many client
     computations the worker runs at once (TFF's default: no limit).
     """
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        models.make_model_fn(models.create_linear_model, spec),
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
-        loop_implementation=training.LOOP_IMPLEMENTATION)
+    process = build_fed_avg(models.create_linear_model, spec)
     contexts = {name: tff.backends.native.create_sync_local_cpp_execution_context(**kwargs)
                 for name, kwargs in CONTEXTS.items()}
     # With several contexts alive, TFF's remote values sometimes ask a worker to dispose of a value it
@@ -133,8 +137,7 @@ def compare_contexts(train_data, spec, schedule) -> dict[str, float]:
     default = states['context default (no call limit)'].global_model_weights.trainable
     results = {}
     for name in contexts:
-        weights = states[name].global_model_weights.trainable
-        diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(weights, default))
+        diff = max_weight_difference(states[name].global_model_weights.trainable, default)
         median = statistics.median(times[name][2:]) * 1000
         results[f'linear {name}'] = round(median, 1)
         print(f'linear {name:42s} median {median:6.1f} ms/round, max weight difference {diff:.1e}',
@@ -152,11 +155,7 @@ def compare_client_input(train_data, spec, schedule) -> dict[str, float]:
     which converts a client's examples once and then only shuffles and batches them. Both give the
     same batches, so the rounds must give the same weights: the last round's are compared.
     """
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        models.make_model_fn(models.create_linear_model, spec),
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
-        loop_implementation=training.LOOP_IMPLEMENTATION)
+    process = build_fed_avg(models.create_linear_model, spec)
     routes = {
         'convert every round': lambda ids, i: [
             data.preprocess(train_data.create_tf_dataset_for_client(c), seed=i, num_epochs=3) for c in ids],
@@ -176,8 +175,7 @@ def compare_client_input(train_data, spec, schedule) -> dict[str, float]:
             last[name] = process.next(state, datasets).state.global_model_weights.trainable
             build[name].append(built - began)
             rounds[name].append(time.perf_counter() - built)
-    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-               for a, b in zip(*last.values()))
+    diff = max_weight_difference(*last.values())
     print(f'max weight difference between the two inputs after the last round: {diff:.1e}')
     results = {}
     for name in routes:
