@@ -228,6 +228,8 @@ def client_model_input(client_data: tff.simulation.datasets.ClientData,
         return cache[client_id]
     converted = client_data.create_tf_dataset_for_client(client_id).map(to_model_input)
     arrays = collections.OrderedDict((key, []) for key in converted.element_spec)
+    # Moderate batches: reading a mapped dataset as one batch of 1,000,000 measured about 0.25 s per
+    # client here, against about 0.02 s this way.
     for batch in converted.batch(4096):
         for key, value in batch.items():
             arrays[key].append(value.numpy())

@@ -13,8 +13,8 @@ from tqdm import tqdm
 from helpers.data import make_federated_data, preprocess
 
 # How client work loops over a client's dataset. DATASET_ITERATOR gives bit-identical models to TFF's
-# default (DATASET_REDUCE) and made FedAvg rounds about 2x faster on a 2-core CPU (benchmarks/tuning.py:
-# 10 bundled clients, 3 local epochs, linear 221 -> 110 ms, CNN 417 -> 222 ms per round).
+# default (DATASET_REDUCE) and FedAvg rounds about 2x faster on a 2-core CPU (benchmarks/tuning.py;
+# the measured numbers are in README.md, Performance).
 LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_ITERATOR
 
 
