@@ -1,6 +1,6 @@
 """Aggregators that clip client model updates and report the clipping norm and client-update norms.
 
-Every definition here is taught in notebooks/04_norm_reporting_aggregators.ipynb, in cells that
+Every definition here is taught in notebooks/05_norm_reporting_aggregators.ipynb, in cells that
 tests/test_notebooks.py keeps identical to this file.
 """
 

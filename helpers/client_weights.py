@@ -1,6 +1,6 @@
 """Per-client (local) model updates out of TFF 0.87 learning processes, and tools to use and save them.
 
-The teaching copies of these functions are in notebooks/05_extracting_client_weights.ipynb;
+The teaching copies of these functions are in notebooks/06_extracting_client_weights.ipynb;
 tests/test_notebooks.py keeps them identical.
 """
 

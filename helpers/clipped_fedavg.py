@@ -1,6 +1,6 @@
 """FedAvg with client-side gradient clipping, composed from TFF's four learning-process building blocks.
 
-The teaching copies of everything defined here are in notebooks/03_composing_clipped_fedavg.ipynb;
+The teaching copies of everything defined here are in notebooks/04_composing_clipped_fedavg.ipynb;
 tests/test_notebooks.py keeps them identical.
 
 Measurements of the client work, per round: `metrics['client_work']['train']` (the model's metrics,

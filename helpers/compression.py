@@ -1,6 +1,6 @@
 """Compressed FedAvg: tensor_encoding encoders per variable, an encoded broadcast, bytes on the wire.
 
-The teaching copies of these builders are in notebooks/06_compression.ipynb; tests/test_notebooks.py
+The teaching copies of these builders are in notebooks/07_compression.ipynb; tests/test_notebooks.py
 keeps them identical.
 """
 

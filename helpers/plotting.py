@@ -77,18 +77,39 @@ def plot_mean_images(mean_images: Mapping[str, np.ndarray], num_classes: int = N
     return figure
 
 
+# Line styles and markers as well as colours, so that series stay apart in greyscale and for
+# colour-blind readers; the same order everywhere, so series keep their look across figures.
+LINE_STYLES = ('-', '--', ':', '-.')
+MARKERS = ('o', 's', '^', 'D', 'v', 'P')
+
+
+def series_style(index: int) -> dict:
+    """Return the line style and marker keyword arguments for the `index`-th series of a figure."""
+    if not isinstance(index, (int, np.integer)) or isinstance(index, bool) or index < 0:
+        raise ValueError(f'index must be a non-negative integer, got {index!r}.')
+    return {'linestyle': LINE_STYLES[index % len(LINE_STYLES)],
+            'marker': MARKERS[index % len(MARKERS)], 'markersize': 4}
+
+
 def plot_metric_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str,
-                       ylabel: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
-    """Plot `metric` against the round number, one line per named history."""
+                       ylabel: str | None = None, ax: plt.Axes | None = None,
+                       title: str | None = None) -> plt.Axes:
+    """Plot `metric` against the round number, one line (own style and marker) per named history."""
+    if not histories:
+        raise ValueError('histories is empty: pass at least one named history.')
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.5))
-    for name, history in histories.items():
+        _, ax = plt.subplots(figsize=(6.5, 3.5))
+    for index, (name, history) in enumerate(histories.items()):
         if metric not in history:
             raise KeyError(f'History {name!r} has no {metric!r}; it has {sorted(history)}.')
-        ax.plot(history['round'], history[metric], marker='.', label=name)
+        ax.plot(history['round'], history[metric], label=name, **series_style(index))
     ax.set_xlabel('round')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel or metric.replace('_', ' '))
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    # Outside the axes, so that the legend never covers a curve.
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9)
+    ax.figure.tight_layout()
     return ax

@@ -67,6 +67,107 @@ def test_template_sections(path):
     assert any(c['cell_type'] == 'code' for c in nb['cells'][solutions_at:]), 'solutions run'
 
 
+HEADING = re.compile(r'^#{1,6} ')
+FENCE = re.compile(r'^(```|~~~)')
+# Workshop size (a 45-60 minute slot): limits on the core path and on the whole notebook.
+CORE_MAX_WORDS, CORE_MAX_CODE_CELLS, TOTAL_MAX_WORDS = 2000, 30, 3000
+
+
+def prose_lines(text: str) -> list[str]:
+    """Return the lines of a markdown cell outside fenced code blocks."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def prose_words(text: str) -> int:
+    """Count a markdown cell's words without its code blocks and link targets."""
+    prose = '\n'.join(prose_lines(text))
+    prose = re.sub(r'\]\([^)]*\)', ']', prose)
+    return len(prose.split())
+
+
+def sections(nb: dict) -> list[tuple[str, list[dict]]]:
+    """Split the cells into (heading line, cells) at every heading cell; the title cell opens the first."""
+    parts = []
+    for cell in nb['cells']:
+        text = source(cell).strip()
+        if cell['cell_type'] == 'markdown' and HEADING.match(text):
+            parts.append((text.splitlines()[0], [cell]))
+        else:
+            parts[-1][1].append(cell)
+    return parts
+
+
+def core_and_optional(nb: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """Return (core cells, Solutions cells, Going further cells) as the shape rules define them."""
+    core, solutions, further, part = [], [], [], None
+    for heading, cells in sections(nb):
+        if heading == '### Solutions':
+            part = solutions
+        elif heading == '## Going further (optional)':
+            part = further
+        elif heading.startswith('## ') or heading.startswith('# '):
+            part = core
+        elif part is None:
+            part = core
+        part.extend(cells)
+    return core, solutions, further
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_every_heading_starts_its_own_cell(path):
+    for index, cell in enumerate(load(path)['cells']):
+        if cell['cell_type'] != 'markdown':
+            continue
+        later = [line for line in prose_lines(source(cell).strip())[1:] if HEADING.match(line)]
+        assert not later, f'cell {index}: heading {later[0]!r} must start a cell of its own'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_workshop_sized(path):
+    nb = load(path)
+    core, _, _ = core_and_optional(nb)
+    core_words = sum(prose_words(source(c)) for c in core if c['cell_type'] == 'markdown')
+    total_words = sum(prose_words(source(c)) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    core_code = [c for c in core if c['cell_type'] == 'code' and source(c).strip()]
+    assert core_words <= CORE_MAX_WORDS, f'core path has {core_words} words of prose'
+    assert len(core_code) <= CORE_MAX_CODE_CELLS, f'core path has {len(core_code)} code cells'
+    assert total_words <= TOTAL_MAX_WORDS, f'notebook has {total_words} words of prose'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_closing_sections_in_order(path):
+    headings = [h for h, _ in sections(load(path)) if h.startswith('## ') or h == '### Solutions']
+    tail = headings[headings.index('## Summary'):]
+    expected = ['## Summary', '## Exercises', '### Solutions']
+    if '## Going further (optional)' in tail:
+        expected.append('## Going further (optional)')
+    assert tail == expected + ['## References'], f'closing sections are {tail}'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_solutions_are_collapsed_until_opened(path):
+    _, solutions, _ = core_and_optional(load(path))
+    code = [c for c in solutions if c['cell_type'] == 'code']
+    assert code, 'solutions have code that runs'
+    for cell in code:
+        assert cell['metadata'].get('jupyter', {}).get('source_hidden') is True, (
+            f'solution cell {source(cell)[:40]!r} must have "jupyter": {{"source_hidden": true}}')
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_references_section_has_links(path):
+    parts = dict(sections(load(path)))
+    assert '## References' in parts
+    text = '\n'.join(source(c) for c in parts['## References'])
+    assert len(re.findall(r'\]\(https?://', text)) >= 2, 'References link at least two sources'
+
+
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
 def test_one_setup_cell_first(path):
     cells = code_cells(load(path))

@@ -2,14 +2,16 @@
 
     .venv/bin/python tools/execute_notebook.py notebooks/01_data_heterogeneity.ipynb [...]
 
-Normalised: keys sorted, one-space indentation, notebook metadata trimmed to kernelspec and
-language, cell metadata trimmed to tags, so that diffs show only real changes. Prints each
-notebook's wall time (including TFF's import).
+Saved exactly as Jupyter's server saves a notebook (`nbformat.write`: keys sorted, one-space
+indentation, sources as lists of lines, a final newline), so that opening a committed notebook in
+JupyterLab and saving it changes nothing. Notebook metadata keeps the kernelspec and the
+`language_info` the kernel reported; cell metadata keeps the keys Jupyter itself defines (tags,
+hidden sources and outputs, ...) and drops execution timings. Progress-bar output is merged as a
+terminal shows it. Prints each notebook's wall time (including TFF's import).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +19,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-KEEP_CELL_METADATA = ('tags',)
+# The cell metadata keys of the nbformat 4 schema that Jupyter front ends read (not 'execution',
+# whose timestamps would change on every run).
+KEEP_CELL_METADATA = ('tags', 'jupyter', 'collapsed', 'scrolled', 'editable', 'deletable', 'name')
 
 
 def collapse_carriage_returns(text: str) -> str:
@@ -40,25 +44,33 @@ def merge_streams(outputs: list) -> list:
     return [o for o in merged if o.get('output_type') != 'stream' or o['text'].strip()]
 
 
-def normalise(nb: nbformat.NotebookNode) -> dict:
-    """Return the notebook as a plain dict with trimmed metadata and merged progress-bar output."""
-    nb.metadata = {'kernelspec': nb.metadata.get('kernelspec', {}),
-                   'language_info': {'name': 'python'}}
+def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Return the notebook with trimmed metadata and merged progress-bar output."""
+    nb.metadata = nbformat.from_dict({'kernelspec': nb.metadata.get('kernelspec', {}),
+                                      'language_info': nb.metadata.get('language_info',
+                                                                       {'name': 'python'})})
     for cell in nb.cells:
-        cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
+        cell.metadata = nbformat.from_dict(
+            {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA})
         if cell.cell_type == 'code':
             cell.outputs = merge_streams(cell.outputs)
-    return json.loads(json.dumps(nb))
+    return nb
+
+
+def save(nb: nbformat.NotebookNode, path: Path) -> None:
+    """Write `nb` to `path` byte for byte as jupyter_server's contents manager would save it."""
+    nbformat.validate(nb)
+    nbformat.write(nb, str(path), version=nbformat.NO_CONVERT)  # ends the file with a newline
 
 
 def execute(path: Path, timeout_s: int = 900) -> float:
     """Execute the notebook at `path` in place; return the wall time in seconds."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout_s, kernel_name='python3',
+    NotebookClient(nb, timeout=timeout_s, kernel_name='python3', record_timing=False,
                    resources={'metadata': {'path': str(path.parent)}}).execute()
     elapsed = time.perf_counter() - start
-    path.write_text(json.dumps(normalise(nb), indent=1, sort_keys=True, ensure_ascii=False) + '\n')
+    save(normalise(nb), path)
     return elapsed
 
 

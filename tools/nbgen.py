@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from pathlib import Path
@@ -25,11 +24,11 @@ def write(path: str | Path, cells: list[tuple[str, str]]) -> None:
     path = Path(path)
     stem = re.sub(r'[^a-z0-9]+', '-', path.stem.lower())
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {'kernelspec': KERNEL, 'language_info': {'name': 'python'}}
+    nb.metadata = nbformat.from_dict({'kernelspec': KERNEL, 'language_info': {'name': 'python'}})
     for number, (kind, source) in enumerate(cells):
         make = nbformat.v4.new_markdown_cell if kind == 'markdown' else nbformat.v4.new_code_cell
         cell = make(source)
         cell.id = f'{stem[:40]}-{number:03d}'
         nb.cells.append(cell)
     nbformat.validate(nb)
-    path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + '\n')
+    nbformat.write(nb, str(path))  # the form Jupyter saves
