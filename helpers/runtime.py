@@ -5,10 +5,20 @@ first computation and relies on a `__del__` to stop it, which does not run when 
 so every Python process or Jupyter kernel that used TFF leaves one behind (about 300 MB each).
 `setup()` starts every worker with the Linux "parent-death signal" set, so the kernel takes its worker
 with it however it ends (even `kill -9`), and also stops workers at a normal interpreter exit.
+
+Interrupting a cell that waits for TFF stops that computation: TFF's event-loop thread is blocked in
+a synchronous gRPC call until the worker answers, and TFF retries a failed call, so `setup()` makes
+the interrupt cancel the call's coroutine and restart the worker (TFF starts a new one on the next
+call, in about a second). Each worker also gets a process group of its own, because Jupyter's stop button sends SIGINT to the
+kernel's whole process group: the interrupt must stop the cell, not the worker that every later TFF
+call needs. And the worker's SIGINT is reset to its default action, since TFF stops its worker with
+SIGINT and then waits forever: a kernel started with SIGINT ignored (`cmd &` in a script) would pass
+that on and hang at the next `setup()` or at exit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import ctypes
 import gc
@@ -67,9 +77,11 @@ def set_seeds(seed: int) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """In the forked child: ask the kernel to SIGKILL us when our parent dies."""
+    """In the forked child: SIGKILL us when our parent dies; own process group; SIGINT stops us."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setpgid(0, 0)  # Out of the kernel's process group: a Jupyter interrupt no longer reaches us.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Not inherited as ignored: TFF stops us with it.
     if os.getppid() != parent_pid:  # The parent died before the signal was armed.
         os._exit(1)
 
@@ -102,9 +114,30 @@ def _stop_workers() -> None:
             type(obj).__del__ = lambda self: None
 
 
+def _alive(pid: int) -> bool:
+    """Return whether `pid` runs, without reaping it (TFF reaps its own worker; see `_kill`)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _kill(pid: int, sig: int) -> None:
+    """`os.kill` for TFF's executor factory: a worker that is already gone is not an error.
+
+    TFF sends SIGINT to a worker whose connection broke before starting a new one; if the worker
+    had died and been reaped, `os.kill` raised ProcessLookupError and TFF stayed unusable.
+    """
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def worker_pids() -> list[int]:
     """Return the process ids of the TFF workers this process started that are still running."""
-    return [p.pid for p in _workers if p.poll() is None]
+    return [p.pid for p in _workers if p.returncode is None and _alive(p.pid)]
 
 
 def install_worker_guard() -> None:
@@ -116,7 +149,34 @@ def install_worker_guard() -> None:
     guarded = types.SimpleNamespace(**vars(subprocess))
     guarded.Popen = _GuardedPopen
     executor_factory.subprocess = guarded
+    tolerant_os = types.SimpleNamespace(**vars(os))
+    tolerant_os.kill = _kill
+    executor_factory.os = tolerant_os
     atexit.register(_stop_workers)
+
+
+def make_interruptible(context) -> None:
+    """Make a KeyboardInterrupt during `context.invoke` stop the computation instead of leaving it.
+
+    Without this, the interrupted computation keeps TFF's event-loop thread (and the worker) busy
+    until it finishes, and every later TFF call waits behind it. This replaces `invoke` on one
+    `SyncExecutionContext` object; it reads two private attributes of TFF 0.87's context
+    (`_async_context`, `_async_runner`), which tests/test_runtime.py checks.
+    """
+    async_context = context._async_context
+    event_loop = context._async_runner._event_loop
+
+    def invoke(comp, arg):
+        future = asyncio.run_coroutine_threadsafe(async_context.invoke(comp, arg), event_loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()  # Delivered at the coroutine's next await, so TFF does not retry it.
+            for pid in worker_pids():  # Ends the blocking gRPC call; TFF restarts the worker.
+                _kill(pid, signal.SIGKILL)
+            raise
+
+    context.invoke = invoke
 
 
 def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computation_calls: int = -1,
@@ -146,6 +206,8 @@ def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computa
         absl.logging.set_verbosity(absl.logging.ERROR)
     install_worker_guard()
     set_seeds(seed)
-    tff.backends.native.set_sync_local_cpp_execution_context(
+    context = tff.backends.native.create_sync_local_cpp_execution_context(
         default_num_clients=default_num_clients,
         max_concurrent_computation_calls=max_concurrent_computation_calls)
+    make_interruptible(context)
+    tff.framework.get_context_stack().set_default_context(context)

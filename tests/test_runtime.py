@@ -1,6 +1,8 @@
 """No TFF worker process outlives the Python process that started it; environment checks."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -82,11 +84,13 @@ def test_check_environment_explains_unsupported_platform(monkeypatch):
         runtime.check_environment()
 
 
-@pytest.mark.parametrize('kwargs', [dict(seed=-1), dict(default_num_clients=-2),
-                                    dict(max_concurrent_computation_calls=0),
-                                    dict(max_concurrent_computation_calls=-5)])
-def test_setup_rejects_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(seed=-1), 'seed must be a non-negative int, got -1'),
+    (dict(default_num_clients=-2), 'default_num_clients must be an int >= 0, got -2'),
+    (dict(max_concurrent_computation_calls=0), 'or -1 for no limit; got 0'),
+    (dict(max_concurrent_computation_calls=-5), 'or -1 for no limit; got -5')])
+def test_setup_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         runtime.setup(**kwargs)
 
 
@@ -98,3 +102,119 @@ def test_set_seeds_makes_draws_repeat():
     first = (np.random.rand(), float(tf.random.uniform([])))
     runtime.set_seeds(7)
     assert (np.random.rand(), float(tf.random.uniform([]))) == first
+
+
+SETUP_TWICE = textwrap.dedent('''
+    import signal, sys
+    sys.path.insert(0, {root!r})
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # As for `cmd &` in a script.
+    from helpers import runtime
+    runtime.setup(seed=0)
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    @tff.tensorflow.computation(tf.int32)
+    def add_one(x):
+        return x + 1
+
+    assert add_one(1) == 2
+    runtime.setup(seed=0)  # Retires the first context, whose worker TFF stops with SIGINT.
+    assert add_one(2) == 3
+    print('DONE', flush=True)
+''')
+
+
+def test_setup_twice_and_exit_do_not_hang_when_sigint_is_ignored():
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, '-c', SETUP_TWICE.format(root=str(ROOT))],
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    elapsed = time.monotonic() - started
+    assert 'DONE' in result.stdout, result.stderr[-3000:]
+    assert result.returncode == 0
+    # Before the fix the second setup() hung for ever; exit alone took 5 s (SIGINT, then SIGKILL).
+    assert elapsed < 60, f'took {elapsed:.0f} s'
+
+
+class Kernel:
+    """A real IPython kernel driven through jupyter_client, as JupyterLab drives one."""
+
+    def __init__(self):
+        import jupyter_client
+
+        self.manager, self.client = jupyter_client.manager.start_new_kernel(
+            kernel_name='python3', cwd=str(ROOT))
+
+    def run(self, code: str, interrupt_after_s: float | None = None, timeout_s: float = 120
+            ) -> tuple[str, str | None, float]:
+        """Run `code`; return (stdout, error name or None, seconds), interrupting it if asked."""
+        msg_id = self.client.execute(code)
+        started = time.monotonic()
+        out, error, interrupted = [], None, False
+        while time.monotonic() - started < timeout_s:
+            if interrupt_after_s is not None and not interrupted and (
+                    time.monotonic() - started > interrupt_after_s):
+                self.manager.interrupt_kernel()  # What the stop button does.
+                interrupted = True
+            try:
+                msg = self.client.get_iopub_msg(timeout=0.2)
+            except Exception:  # queue.Empty: nothing yet.
+                continue
+            if msg['parent_header'].get('msg_id') != msg_id:
+                continue
+            kind = msg['msg_type']
+            if kind == 'stream' and msg['content']['name'] == 'stdout':
+                out.append(msg['content']['text'])
+            elif kind == 'error':
+                error = msg['content']['ename']
+            elif kind == 'status' and msg['content']['execution_state'] == 'idle':
+                return ''.join(out), error, time.monotonic() - started
+        raise TimeoutError(f'cell did not finish within {timeout_s} s: {code!r}')
+
+    def close(self):
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+KERNEL_SETUP = textwrap.dedent('''
+    from helpers import runtime
+    runtime.setup(seed=0)
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    @tff.tensorflow.computation(tf.int32)
+    def add_one(x):
+        return x + 1
+
+    @tff.tensorflow.computation(tf.int32)
+    def slow(steps):  # About 5 ms a step on 2 cores: minutes for a million steps.
+        m = tf.random.stateless_uniform([600, 600], seed=[1, 2])
+        body = lambda i, a: (i + 1, tf.linalg.matmul(a, m) / 600.0)
+        return tf.reduce_sum(tf.while_loop(lambda i, a: i < steps, body, (0, m))[1])
+
+    print(add_one(1), *runtime.worker_pids())
+''')
+
+
+def test_interrupting_cells_leaves_tff_usable():
+    kernel = Kernel()
+    try:
+        out, error, _ = kernel.run(KERNEL_SETUP, timeout_s=300)  # TFF's import is slow on a busy machine.
+        assert error is None and out.split()[0] == '2', out
+        first_worker = out.split()[1]
+        # The stop button during a plain cell: the cell stops, the worker is untouched.
+        _, error, seconds = kernel.run('import time; time.sleep(60)', interrupt_after_s=2)
+        assert error == 'KeyboardInterrupt' and seconds < 30
+        out, error, _ = kernel.run('print(add_one(2), *runtime.worker_pids())')
+        assert error is None and out.split() == ['3', first_worker]
+        # The stop button during a long TFF computation: the cell stops at once, and the next
+        # computation runs (on a fresh worker) instead of waiting for the abandoned one.
+        _, error, seconds = kernel.run('slow(1_000_000)', interrupt_after_s=3)
+        assert error == 'KeyboardInterrupt' and seconds < 30
+        kernel.run('print(runtime.worker_pids())')  # Once reaped a dead worker and broke TFF.
+        out, error, seconds = kernel.run('print(add_one(3))', timeout_s=60)
+        assert error is None and out.strip() == '4' and seconds < 30
+        out, error, _ = kernel.run('print(slow(3) != 0.0)')
+        assert error is None and out.strip() == 'True'
+    finally:
+        kernel.close()
