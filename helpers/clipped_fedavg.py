@@ -86,7 +86,7 @@ def clipped_client_update(model: tff.learning.models.VariableModel,
     for batch in iter(dataset):
         totals = train_on_batch(totals, batch)
     _, num_examples, norm_sum, num_gradients, num_clipped = totals
-    # The update is what the server subtracts (times its learning rate): initial minus trained.
+    # The update is the pseudo-gradient, initial minus trained: the server optimizer subtracts it.
     update = tuple(initial - trained for initial, trained in zip(server_weights.trainable, trainable))
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(u)) for u in update])
     # A client whose training diverged sends zeros with zero weight instead of poisoning the mean.

@@ -119,6 +119,19 @@ def test_client_update_matches_numpy_clipped_sgd_over_several_steps(linear_model
     assert float(result.update_weight) == sum(len(x) for x, _ in batches)
 
 
+def test_per_step_clipping_caps_each_step_but_not_the_whole_update(linear_model):
+    # Every step is clipped to length learning_rate * clip_norm, yet the steps add up: the update
+    # exceeds one step's cap and is bounded only by num_steps * learning_rate * clip_norm.
+    learning_rate, clip_norm = 0.5, 0.1
+    batches = make_batches(4, sizes=[10] * 6, scales=[0.5] * 6)
+    weights, kernel, bias = start_weights(4)
+    result, statistics, _ = clipped_fedavg.clipped_client_update(
+        linear_model, sgd(learning_rate), weights, as_dataset(batches), tf.constant(clip_norm))
+    assert int(statistics['num_clipped']) == int(statistics['num_gradients']) == len(batches)
+    update_norm = float(tf.linalg.global_norm(list(result.update)))
+    assert learning_rate * clip_norm < update_norm <= len(batches) * learning_rate * clip_norm * (1 + 1e-6)
+
+
 def test_reported_clipped_fraction_matches_an_independent_count(tff_runtime):
     clip_norm, learning_rate = 1.0, 0.1
     clients = [make_batches(1, sizes=[4, 10, 6, 8], scales=[0.02, 0.3, 0.06, 0.25]),
@@ -137,7 +150,9 @@ def test_reported_clipped_fraction_matches_an_independent_count(tff_runtime):
     assert output.metrics['client_work']['train']['num_examples'] == sum(
         len(x) for batches in clients for x, _ in batches)
 
-    # FedAvg: the new global model is the example-weighted mean of the clients' models.
+    # FedAvg: the update is initial minus trained weights (a pseudo-gradient) and the server's SGD
+    # with learning rate 1 subtracts it, so the new global model is the example-weighted mean of
+    # the clients' trained models.
     counts = np.array([sum(len(x) for x, _ in batches) for batches in clients], dtype=np.float64)
     mean_kernel = sum(c * e[0] for c, e in zip(counts, expected)) / counts.sum()
     mean_bias = sum(c * e[1] for c, e in zip(counts, expected)) / counts.sum()
