@@ -24,8 +24,9 @@ def adaptive_clipping_norm(target_quantile: float, initial_norm: float = 1.0,
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise TypeError(f'{name} must be a number, got {type(number).__name__}.')
     if not 0.0 < target_quantile < 1.0:
-        raise ValueError(f'target_quantile must be strictly between 0 and 1 (0.5 tracks the median '
-                         f'client norm), got {target_quantile!r}.')
+        raise ValueError(f'target_quantile must be strictly between 0 and 1 (at 0 every client ends '
+                         f'up clipped, at 1 none; 0.5 tracks the median client norm), got '
+                         f'{target_quantile!r}.')
     if not initial_norm > 0.0:
         raise ValueError(f'initial_norm must be a positive float, got {initial_norm!r}.')
     if not learning_rate > 0.0:

@@ -202,3 +202,38 @@ def test_non_numeric_quantile_is_rejected(agg):
 def test_bad_sample_size_is_rejected(tff, agg, bad):
     with pytest.raises(ValueError, match='max_samples'):
         agg.add_client_norm_samples(tff.aggregators.MeanFactory(), max_samples=bad)
+
+
+def test_dp_aggregator_reports_the_next_rounds_clip(tff):
+    """Notebook 05 §5: gaussian_adaptive's `clip` measurement is the norm the following round uses."""
+    process = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+        noise_multiplier=0.0, clients_per_round=1.0).create(tff.TensorType(np.float32, [4]))
+    state, update = process.initialize(), np.full(4, 3.5, np.float32)  # L2 norm 7, always clipped.
+    used, reported = [], []
+    for _ in range(3):
+        output = process.next(state, [update])
+        state = output.state
+        used.append(np.linalg.norm(output.result))  # One client, denominator 1: the clipped update.
+        reported.append(output.measurements['dp_query_metrics']['clip'])
+    assert used[0] == pytest.approx(0.1)  # initial_l2_norm_clip
+    np.testing.assert_allclose(used[1:], reported[:-1], rtol=1e-5)
+    assert reported[0] == pytest.approx(0.1 * np.exp(0.2 * 0.5), rel=1e-5)
+
+
+def test_dp_aggregator_puts_its_clip_under_zeroing(tff):
+    measurements = tff.learning.dp_aggregator(0.5, 10).create(
+        tff.TensorType(np.float32, [4])).next.type_signature.result.measurements.member
+    assert str(measurements.zeroing.dp_query_metrics) == '<clip=float32>'
+
+
+@pytest.mark.parametrize('quantile, expected_clipped', [(0.0, 3), (1.0, 0)])
+def test_quantiles_0_and_1_stop_where_all_or_no_clients_are_clipped(tff, quantile, expected_clipped):
+    """Why adaptive_clipping_norm refuses 0 and 1: TFF accepts them, but they do not track a quantile."""
+    norms = [2.0, 3.0, 5.0]
+    estimator = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(4.0, quantile, 0.5)
+    state = estimator.initialize()
+    for _ in range(15):
+        state = estimator.next(state, norms)
+    final = estimator.report(state)
+    assert sum(n > final for n in norms) == expected_clipped
+    assert estimator.report(estimator.next(state, norms)) == pytest.approx(final)  # It stopped.
