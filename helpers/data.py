@@ -1,8 +1,9 @@
 """Federated digit data: loading (bundled or real EMNIST), partitioning, preprocessing, statistics.
 
-The teaching copies of `to_model_input`, `shuffle_and_batch`, `preprocess`, `client_model_input`,
-`make_federated_data`, `partition_iid`, `partition_dirichlet` and `label_skew` are in
-notebooks/01_data_heterogeneity.ipynb; tests/test_notebooks.py keeps them identical.
+The teaching copies of `NUM_CLASSES`, `label_distribution`, `label_skew`, `partition_iid`,
+`partition_dirichlet`, `to_model_input`, `shuffle_and_batch` and `preprocess` are in the core of
+notebooks/01_data_heterogeneity.ipynb, those of `MAX_CACHED_EXAMPLES`, `client_model_input` and
+`make_federated_data` in its "Going further"; tests/test_notebooks.py keeps them identical.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-BUNDLED_PATH = Path(__file__).resolve().parent.parent / 'data' / 'federated_digits.npz'
+# Shipped inside the package (wheel and checkout alike), so found wherever `helpers` is installed.
+BUNDLED_PATH = Path(__file__).resolve().parent / '_data' / 'federated_digits.npz'
 BUNDLED_SHA256 = 'f764da0dd285112a780e65c9f8863ba640af47403adfc324bd83965f6c86372d'
 SOURCE_ENV_VAR = 'FL_COURSE_DATA'
 SOURCES = ('bundled', 'emnist')
@@ -175,15 +177,18 @@ def load_federated_digits(source: str | None = None, *, verbose: bool = True
 
 
 def client_arrays(client_data: tff.simulation.datasets.ClientData,
-                  client_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Return the examples of `client_ids` (default: all) as NumPy arrays: pixels, label, client."""
+                  client_ids: Sequence[str] | None = None,
+                  batch_size: int = 4096) -> dict[str, np.ndarray]:
+    """Return every example of `client_ids` (default: all) as NumPy arrays: pixels, label, client."""
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
     ids = client_data.client_ids if client_ids is None else list(client_ids)
     pixels, labels, owners = [], [], []
     for client_id in ids:
-        batch = next(iter(client_data.create_tf_dataset_for_client(client_id).batch(1_000_000)))
-        pixels.append(batch['pixels'].numpy())
-        labels.append(batch['label'].numpy())
-        owners.append(np.full(len(labels[-1]), client_id, dtype=object))
+        for batch in client_data.create_tf_dataset_for_client(client_id).batch(batch_size):
+            pixels.append(batch['pixels'].numpy())
+            labels.append(batch['label'].numpy())
+            owners.append(np.full(len(labels[-1]), client_id, dtype=object))
     return {'pixels': np.concatenate(pixels), 'label': np.concatenate(labels),
             'client': np.concatenate(owners)}
 

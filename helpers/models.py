@@ -1,7 +1,9 @@
 """Keras model builders, the `model_fn` factories TFF's learning algorithms take, and a hand-written model.
 
-`SoftmaxRegression` and `worst_class_recall` are taught in notebooks/02_custom_variable_model.ipynb;
-tests/test_notebooks.py keeps the notebook's copy and this one identical.
+`NUM_PIXELS`, `create_linear_model` and `make_model_fn` are taught in
+notebooks/01_data_heterogeneity.ipynb, `SoftmaxRegression` and `worst_class_recall` in
+notebooks/02_custom_variable_model.ipynb; tests/test_notebooks.py keeps the notebooks' copies and
+these identical.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ def make_model_fn(keras_builder: Callable[[], tf.keras.Model],
                         f'{type(keras_builder).__name__}.')
 
     def model_fn() -> tff.learning.models.VariableModel:
+        # TFF calls model_fn more than once, inside its own graphs: build a new Keras model each time.
         return tff.learning.models.from_keras_model(
             keras_builder(),
-            input_spec=input_spec,
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+            input_spec=input_spec,  # The type of one batch: an OrderedDict of x and y TensorSpecs.
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(),  # Integer labels, probabilities out.
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name='accuracy')])
 
     return model_fn

@@ -277,3 +277,19 @@ def test_shuffle_and_batch_rejects_bad_sizes():
     with pytest.raises(ValueError, match='num_epochs'):
         data.shuffle_and_batch(dataset, num_epochs=0)
     assert [len(b) for b in data.shuffle_and_batch(dataset, batch_size=2, shuffle_buffer=1)] == [2, 2, 1]
+
+
+@pytest.mark.parametrize('batch_size', [1, 7, 4096])
+def test_client_arrays_returns_every_example_whatever_the_batch_size(bundled, batch_size):
+    # Reading only a first batch would silently drop the rest of a client larger than that batch.
+    train, _ = bundled
+    ids = train.client_ids[:3]
+    got = data.client_arrays(train, ids, batch_size=batch_size)
+    expected = np.concatenate([list(e['label'].numpy() for e in train.create_tf_dataset_for_client(c))
+                               for c in ids])
+    np.testing.assert_array_equal(got['label'], expected)
+    assert got['pixels'].shape == (len(expected), 28, 28)
+    assert list(got['client']) == [c for c in ids for _ in range(
+        int(train.create_tf_dataset_for_client(c).cardinality()))]
+    with pytest.raises(ValueError, match='batch_size'):
+        data.client_arrays(train, ids, batch_size=0)
