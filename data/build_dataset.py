@@ -1,4 +1,4 @@
-"""Rebuilds `federated_digits.npz`, the bundled federated handwritten-digit dataset, byte for byte.
+"""Rebuilds `helpers/_data/federated_digits.npz`, the bundled federated handwritten-digit dataset, byte for byte.
 
 Run from the repository root with the locked environment:  python data/build_dataset.py
 
@@ -27,7 +27,9 @@ LABEL_ALPHA = 0.5  # Dirichlet concentration of each writer's label mix: small =
 SIZE_SIGMA = 0.8  # Log-normal spread of the number of digits per writer.
 MIN_DIGITS = 8  # Every writer gets at least this many digits (so both splits are non-empty).
 TEST_FRACTION = 0.2
-OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'federated_digits.npz')
+# The file ships inside the `helpers` package (and its wheel); helpers/data.py loads it from there.
+OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'helpers', '_data',
+                      'federated_digits.npz')
 
 
 def load_source() -> tuple[np.ndarray, np.ndarray]:
