@@ -1,7 +1,8 @@
 """Federated-program plumbing: tff.program's async calls made synchronous, metric release, resumable training.
 
-The teaching copies of `run_sync`, `make_release_manager`, `TrainingInterrupted` and `train_resumable` are
-in notebooks/02_custom_variable_model.ipynb; tests/test_notebooks.py keeps them identical.
+The teaching copies of `make_federated_evaluator`, `run_sync`, `make_release_manager`, `TrainingInterrupted`
+and `train_resumable` are in notebooks/03_evaluation_logs_checkpoints.ipynb; tests/test_notebooks.py keeps
+them identical.
 """
 
 from __future__ import annotations
