@@ -26,13 +26,23 @@ def encoded_size_bytes(encoded) -> tf.Tensor:
     return tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)
 
 
-def serialized_sizes(encoder_fn: EncoderFn, tensors) -> tuple[int, int, int]:
-    """Encode each tensor eagerly; return (measured bytes, raw NumPy bytes, tf.io.serialize_tensor bytes)."""
+def serialized_sizes(encoder_fn: EncoderFn, tensors, gather: bool = False) -> tuple[int, int, int]:
+    """Encode each tensor eagerly; return (measured bytes, raw NumPy bytes, tf.io.serialize_tensor bytes).
+
+    gather=False encodes as the broadcast does (a SimpleEncoder: the encoding carries all it needs);
+    gather=True as a client does in the aggregation (a GatherEncoder, whose parameters, such as a
+    rotation seed, come from the server and are not part of the encoding).
+    """
     measured = raw = serialized = 0
     for tensor in tf.nest.flatten(tensors):
         tensor = tf.convert_to_tensor(tensor)
         spec = tf.TensorSpec(tensor.shape, tensor.dtype)
-        encoded, _ = te.encoders.as_simple_encoder(encoder_fn(spec), spec).encode(tensor)
+        if gather:
+            gather_encoder = te.encoders.as_gather_encoder(encoder_fn(spec), spec)
+            encode_params, _, _ = gather_encoder.get_params(gather_encoder.initial_state())
+            encoded, _ = gather_encoder.encode(tensor, encode_params)
+        else:
+            encoded, _ = te.encoders.as_simple_encoder(encoder_fn(spec), spec).encode(tensor)
         measured += int(encoded_size_bytes(encoded))
         raw += sum(t.numpy().nbytes for t in tf.nest.flatten(encoded))
         serialized += sum(len(tf.io.serialize_tensor(t).numpy()) for t in tf.nest.flatten(encoded))

@@ -74,6 +74,22 @@ def test_measured_size_of_a_known_tensor_equals_its_packed_size(bits):
     assert int(compression.encoded_size_bytes(encoded)) == _packed_bytes(1024, bits) + 8 + 16
 
 
+def test_serialized_sizes_as_broadcast_and_as_aggregation_client():
+    from helpers import compression
+
+    x = np.linspace(-1, 1, 1000, dtype=np.float32).reshape(10, 100)
+    rotate = compression.encoder_by_size(lambda: te_module.encoders.hadamard_quantization(2), 100)
+    measured, raw, serialized = compression.serialized_sizes(rotate, [x])
+    # As a SimpleEncoder the encoding carries the rotation seed (two int64) ...
+    assert measured == raw == _packed_bytes(1024, 2) + 8 + 16
+    assert serialized > measured  # TensorProto headers.
+    # ... as a client's GatherEncoder it does not: the server sends the seed with the parameters.
+    assert compression.serialized_sizes(rotate, [x], gather=True)[0] == _packed_bytes(1024, 2) + 8
+    quantize = compression.encoder_by_size(lambda: te_module.encoders.uniform_quantization(8), 100)
+    assert (compression.serialized_sizes(quantize, [x])[0]
+            == compression.serialized_sizes(quantize, [x], gather=True)[0] == _packed_bytes(1000, 8) + 8)
+
+
 def test_encoder_by_size_leaves_small_tensors_alone():
     import tensorflow as tf
 
