@@ -48,8 +48,8 @@ def load_bundled_arrays(path: str | os.PathLike = BUNDLED_PATH,
         if actual != expected_sha256:
             raise ChecksumError(
                 f'{path} has SHA-256 {actual}, expected {expected_sha256}: the file is damaged or was '
-                'changed. Restore it with `git checkout data/` or rebuild it with '
-                '`python data/build_dataset.py`.')
+                'changed. Restore it with `git checkout helpers/_data/federated_digits.npz` or '
+                'rebuild it with `python data/build_dataset.py`.')
     import io
 
     with np.load(io.BytesIO(content), allow_pickle=False) as archive:

@@ -68,8 +68,9 @@ def test_checksum_mismatch_is_a_clear_error(tmp_path):
     content = bytearray(damaged.read_bytes())
     content[1000] ^= 0xFF
     damaged.write_bytes(bytes(content))
-    with pytest.raises(data.ChecksumError, match='rebuild it with'):
+    with pytest.raises(data.ChecksumError, match='rebuild it with') as raised:
         data.load_bundled_arrays(damaged)
+    assert 'git checkout helpers/_data/federated_digits.npz' in str(raised.value)
 
 
 def test_missing_file_says_how_to_rebuild(tmp_path):
