@@ -8,7 +8,6 @@ them identical.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -92,7 +91,9 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
 
     Every round is checkpointed as version `round` and its metrics released with key `round`. Round r
     always trains on the same clients and shuffles with the same seed, whether or not it follows a
-    restart, so an interrupted and resumed run repeats the uninterrupted one.
+    restart, so an interrupted and resumed run repeats the uninterrupted one. `history` maps 'round'
+    and each 'train_<metric>' to one value per round run (empty lists if none ran), and each
+    'eval_<metric>' likewise once `evaluate` has run.
     """
     if not isinstance(process, tff.learning.templates.LearningProcess):
         raise TypeError('process must be a tff.learning.templates.LearningProcess, got '
@@ -107,9 +108,13 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
         state, last_round = initial_state, 0
         run_sync(state_manager.save(state, version=0))
         print('No checkpoint found: starting from the initial state (saved as version 0).')
+    elif last_round >= num_rounds:
+        print(f'Found checkpoints up to round {last_round}: no round left to run.')
     else:
         print(f'Found checkpoints up to round {last_round}: resuming with round {last_round + 1}.')
-    history: dict[str, list[float]] = collections.defaultdict(list)
+    # One list per key from the start, so that a run with no round left returns empty lists.
+    train_type = process.next.type_signature.result.metrics.member.client_work.train
+    history = {'round': [], **{f'train_{name}': [] for name in tff.structure.name_list(train_type)}}
     progress = tqdm(desc=description, unit='round', initial=last_round, total=num_rounds)
     try:
         for round_num in range(last_round + 1, num_rounds + 1):
@@ -127,10 +132,10 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
             history['round'].append(round_num)
             for group, metrics in released.items():
                 for name, value in metrics.items():
-                    history[f'{group}_{name}'].append(float(value))
+                    history.setdefault(f'{group}_{name}', []).append(float(value))
             progress.update(1)
             if interrupt_after_round == round_num:
-                raise TrainingInterrupted(round_num, dict(history))
+                raise TrainingInterrupted(round_num, history)
     finally:
         progress.close()
-    return state, dict(history)
+    return state, history
