@@ -155,9 +155,13 @@ def test_solutions_are_collapsed_until_opened(path):
     _, solutions, _ = core_and_optional(load(path))
     code = [c for c in solutions if c['cell_type'] == 'code']
     assert code, 'solutions have code that runs'
-    for cell in code:
-        assert cell['metadata'].get('jupyter', {}).get('source_hidden') is True, (
+    for cell in solutions[1:]:  # Everything under the "### Solutions" heading, text and results too.
+        hidden = cell['metadata'].get('jupyter', {})
+        assert hidden.get('source_hidden') is True, (
             f'solution cell {source(cell)[:40]!r} must have "jupyter": {{"source_hidden": true}}')
+        if cell['cell_type'] == 'code':
+            assert hidden.get('outputs_hidden') is True, (
+                f'solution cell {source(cell)[:40]!r} must hide its outputs too')
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
