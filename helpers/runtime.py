@@ -9,11 +9,11 @@ with it however it ends (even `kill -9`), and also stops workers at a normal int
 Interrupting a cell that waits for TFF stops that computation: TFF's event-loop thread is blocked in
 a synchronous gRPC call until the worker answers, and TFF retries a failed call, so `setup()` makes
 the interrupt cancel the call's coroutine and restart the worker (TFF starts a new one on the next
-call, in about a second). Each worker also gets a process group of its own, because Jupyter's stop button sends SIGINT to the
-kernel's whole process group: the interrupt must stop the cell, not the worker that every later TFF
-call needs. And the worker's SIGINT is reset to its default action, since TFF stops its worker with
-SIGINT and then waits forever: a kernel started with SIGINT ignored (`cmd &` in a script) would pass
-that on and hang at the next `setup()` or at exit.
+call, in about a second). Each worker also gets a process group of its own, because Jupyter's stop
+button sends SIGINT to the kernel's whole process group: the interrupt must stop the cell, not the
+worker that every later TFF call needs. And the worker's SIGINT is reset to its default action,
+since TFF stops its worker with SIGINT and then waits forever: a kernel started with SIGINT ignored
+(`cmd &` in a script) would pass that on and hang at the next `setup()` or at exit.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _alive(pid: int) -> bool:
     try:
         with open(f'/proc/{pid}/stat') as stat:
             return stat.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (FileNotFoundError, ProcessLookupError):
+    except FileNotFoundError:  # No such process any more.
         return False
 
 
