@@ -30,12 +30,31 @@ def make_keras_evaluator(keras_builder: Callable[[], tf.keras.Model], dataset: t
     """Return a function that scores global model weights on `dataset` (mean loss and accuracy)."""
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction='sum')
     batches = list(dataset)  # The evaluation set is small: keep it in memory.
+    if not batches:
+        raise ValueError('dataset must hold at least one batch of examples to evaluate on; got an '
+                         'empty dataset (check the test ClientData and the batch size).')
+    cache: list[tf.keras.Model] = []
+
+    def scoring_model(model_weights: tff.learning.models.ModelWeights) -> tf.keras.Model:
+        # Building the Keras model costs more than scoring a small test set with it, so one model is
+        # reused. But building a TFF process creates Keras layers inside graphs, which invalidates
+        # every Keras model made before it: Keras then raises "Your Layer or Model is in an invalid
+        # state" (a ValueError) on the next call. Only then is the model rebuilt.
+        if cache:
+            try:
+                model_weights.assign_weights_to(cache[0])
+                cache[0](batches[0]['x'][:1], training=False)
+                return cache[0]
+            except ValueError as error:
+                if 'invalid state' not in str(error):
+                    raise
+                cache.clear()
+        cache.append(keras_builder())
+        model_weights.assign_weights_to(cache[0])
+        return cache[0]
 
     def evaluate(model_weights: tff.learning.models.ModelWeights) -> dict[str, float]:
-        # A fresh model per call: building a TFF process creates Keras layers inside graphs, which
-        # invalidates Keras models made before it.
-        model = keras_builder()
-        model_weights.assign_weights_to(model)
+        model = scoring_model(model_weights)
         loss_sum, correct, count = 0.0, 0, 0
         for batch in batches:
             probabilities = model(batch['x'], training=False)

@@ -38,3 +38,48 @@ def test_round_datasets_are_preprocess_with_the_round_seed(train_data):
         for batch_a, batch_b in zip(list(a), list(b), strict=True):
             np.testing.assert_array_equal(batch_a['x'], batch_b['x'])
             np.testing.assert_array_equal(batch_a['y'], batch_b['y'])
+
+
+def test_keras_evaluator_scores_like_a_fresh_model_even_after_a_tff_process_is_built(train_data):
+    """The evaluator reuses its Keras model; building a TFF process invalidates it, and it must rebuild."""
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    from helpers import models
+
+    test_batches = data.preprocess(train_data.create_tf_dataset_for_client(train_data.client_ids[0]),
+                                   batch_size=7, shuffle_buffer=1)
+    evaluate = training.make_keras_evaluator(models.create_linear_model, test_batches)
+
+    def expected(weights):  # Independent: a fresh model and Keras's own metrics over all examples.
+        model = models.create_linear_model()
+        weights.assign_weights_to(model)
+        x = np.concatenate([b['x'] for b in test_batches])
+        y = np.concatenate([b['y'] for b in test_batches]).reshape(-1)
+        probabilities = model(x, training=False).numpy()
+        loss = float(tf.keras.losses.sparse_categorical_crossentropy(y, probabilities).numpy().mean())
+        return loss, float(np.mean(probabilities.argmax(axis=-1) == y))
+
+    rng = np.random.default_rng(0)
+    model_fn = models.make_model_fn(models.create_linear_model, test_batches.element_spec)
+    for step in range(3):
+        weights = tff.learning.models.ModelWeights(
+            trainable=[rng.normal(size=(784, 10)).astype(np.float32) * 0.05,
+                       rng.normal(size=10).astype(np.float32)], non_trainable=[])
+        if step == 1:  # Invalidates Keras models made so far (the evaluator's cached one).
+            tff.learning.algorithms.build_weighted_fed_avg(model_fn, tff.learning.optimizers.build_sgdm(0.1))
+        got = evaluate(weights)
+        loss, accuracy = expected(weights)
+        assert got['loss'] == pytest.approx(loss, rel=1e-5)
+        assert got['accuracy'] == pytest.approx(accuracy)
+
+
+def test_keras_evaluator_rejects_an_empty_dataset():
+    import tensorflow as tf
+
+    from helpers import models
+
+    empty = tf.data.Dataset.from_tensor_slices({'x': np.zeros((0, 784), np.float32),
+                                                'y': np.zeros((0, 1), np.int32)}).batch(5)
+    with pytest.raises(ValueError, match='dataset must hold at least one batch'):
+        training.make_keras_evaluator(models.create_linear_model, empty)
