@@ -7,6 +7,7 @@ keeps them identical.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -187,3 +188,16 @@ def bytes_per_round(metrics) -> dict[str, float]:
     down, up = metrics['distributor'], metrics['aggregator']['mean_value']
     return {'bytes_down': float(down['bytes']), 'bytes_up': float(up['bytes']),
             'clients_down': float(down['clients']), 'clients_up': float(up['clients'])}
+
+
+TOLERANCE = 0.01  # The target: at most 1 point lower.
+
+
+def verdict(drop: float, standard_error: float) -> str:
+    """Return 'undecided' if `drop` lies within two standard errors of TOLERANCE, else 'met' or 'missed'."""
+    if not (math.isfinite(drop) and math.isfinite(standard_error) and standard_error >= 0):
+        raise ValueError('drop and standard_error must be finite, standard_error >= 0 (accuracy points as '
+                         f'fractions); got {drop!r} and {standard_error!r}.')
+    if abs(drop - TOLERANCE) < 2 * standard_error:
+        return 'undecided'
+    return 'met' if drop <= TOLERANCE else 'missed'

@@ -165,3 +165,27 @@ def test_measured_bytes_per_round_equal_the_packed_sizes(tff_runtime, small_fede
     kernel_hadamard_2bit = _packed_bytes(8192, 2) + 8
     assert sizes['bytes_down'] == 3 * (kernel_8bit + 40)
     assert sizes['bytes_up'] == 3 * (kernel_hadamard_2bit + 40)
+
+
+@pytest.mark.parametrize('drop, standard_error, expected', [
+    (0.0, 0.001, 'met'),          # 1 point inside the tolerance, 5 standard errors away
+    (0.01, 0.0, 'met'),           # exactly the tolerance: "at most 1 point lower" holds
+    (0.02, 0.001, 'missed'),      # 1 point beyond it, 5 standard errors away
+    (0.011, 0.001, 'undecided'),  # 1 standard error beyond it
+    (0.008, 0.0015, 'undecided'), # 1.33 standard errors inside it
+    (0.005, 0.0024, 'met'),       # 2.08 standard errors inside it
+    (-0.05, 0.01, 'met'),         # the compressed run is better
+])
+def test_verdict_needs_two_standard_errors_from_the_tolerance(drop, standard_error, expected):
+    from helpers import compression
+
+    assert compression.TOLERANCE == 0.01
+    assert compression.verdict(drop, standard_error) == expected
+
+
+@pytest.mark.parametrize('drop, standard_error', [(float('nan'), 0.01), (0.0, float('inf')), (0.0, -0.01)])
+def test_verdict_rejects_meaningless_numbers(drop, standard_error):
+    from helpers import compression
+
+    with pytest.raises(ValueError, match='drop and standard_error must be finite'):
+        compression.verdict(drop, standard_error)
