@@ -46,23 +46,24 @@ def test_byte_counting_gather_encoder_adds_bytes_and_one_message_to_the_inner_en
     x = tf.constant(np.linspace(-1, 1, 1000, dtype=np.float32).reshape(10, 100))
     spec = tf.TensorSpec(x.shape, tf.float32)
     inner = te_module.encoders.as_gather_encoder(make_encoder(), spec)
-    counting = compression.ByteCountingGatherEncoder(te_module.encoders.as_gather_encoder(make_encoder(), spec))
+    counting = compression.ByteCountingGatherEncoder(
+        te_module.encoders.as_gather_encoder(make_encoder(), spec))
     state = counting.initial_state()
     assert len(state) == len(tuple(inner.initial_state())) + 2
     assert [int(t) for t in state[-2:]] == [0, 0]
     assert (list(counting.state_update_aggregation_modes)
             == list(inner.state_update_aggregation_modes) + [te_module.core.StateAggregationMode.SUM] * 2)
-    encoded, updates, decoded = _gather_roundtrip(counting, x, state)
-    # float32 values unencoded; else 8-bit values packed 3 to an int32 word, plus min and max.
+    _, updates, decoded = _gather_roundtrip(counting, x, state)
+    # float32 values as they are; or 8-bit values packed into int32 words of 28 bits, plus min and max.
     expected_bytes = 1000 * 4 if bits is None else _packed_bytes(1000, bits) + 2 * 4
     assert [int(t) for t in updates[-2:]] == [expected_bytes, 1]
-    _, _, inner_decoded = _gather_roundtrip(inner, x, inner.initial_state())
     if bits is None:
         np.testing.assert_array_equal(decoded, x)
-    else:
+    else:  # Decoding goes through the inner encoder: within one quantization step of x (range 2).
         assert decoded.shape == x.shape and np.abs(decoded.numpy() - x.numpy()).max() <= 2 / 255 * 1.0001
-    # The counts of a round replace those in the state; the inner encoder's state is updated as before.
-    new_state = counting.update_state(state, (*updates[:-2], tf.constant(7, tf.int64), tf.constant(3, tf.int64)))
+    # The counts of a round replace those in the state, whatever they were.
+    counts = (tf.constant(7, tf.int64), tf.constant(3, tf.int64))
+    new_state = counting.update_state(state, (*updates[:-2], *counts))
     assert [int(t) for t in new_state[-2:]] == [7, 3]
     assert len(new_state) == len(state)
 
@@ -82,7 +83,8 @@ def _client_values(num_clients):
 
 def test_measured_encoded_sum_reports_the_bytes_clients_sent(tff_runtime, value_type):
     values = _client_values(3)
-    identity = compression.MeasuredEncodedSumFactory(compression.encoder_by_size(te_module.encoders.identity, 0))
+    identity = compression.MeasuredEncodedSumFactory(
+        compression.encoder_by_size(te_module.encoders.identity, 0))
     process = identity.create(value_type)
     output = process.next(process.initialize(), values)
     for i, total in enumerate(np.sum([v[i] for v in values], axis=0) for i in range(2)):

@@ -95,7 +95,8 @@ def test_each_writers_style_is_in_its_pixels(arrays):
     # Thicker strokes cover more pixels: the writers of the thickest style ink more of the image.
     thickness, covered = arrays['style_thickness'], (pixels < 128).mean(axis=(1, 2))
     per_writer = np.array([covered[clients == w].mean() for w in range(len(ink))])
-    assert per_writer[thickness == thickness.max()].mean() > 1.5 * per_writer[thickness == thickness.min()].mean()
+    thickest, thinnest = thickness == thickness.max(), thickness == thickness.min()
+    assert per_writer[thickest].mean() > 1.5 * per_writer[thinnest].mean()
 
 
 def test_styles_change_the_pixels(arrays):
@@ -174,7 +175,8 @@ def test_serializable_dataset_fn_works_in_graph(bundled, arrays):
         np.testing.assert_allclose(got['pixels'].numpy(), arrays['pixels'][mine] / 255.0, rtol=1e-6)
     # The union over every client is exactly the train split: each train digit once, none missing.
     everything = train.create_tf_dataset_from_all_clients().batch(10_000).get_single_element()
-    assert sorted(everything['label'].numpy().tolist()) == sorted(arrays['label'][arrays['is_train']].tolist())
+    train_labels = arrays['label'][arrays['is_train']]
+    assert sorted(everything['label'].numpy().tolist()) == sorted(train_labels.tolist())
     np.testing.assert_allclose(np.sort(everything['pixels'].numpy().sum(axis=(1, 2))),
                                np.sort((arrays['pixels'][arrays['is_train']] / 255.0).sum(axis=(1, 2))),
                                rtol=1e-5)
