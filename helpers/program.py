@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import json
 import os
+import re
+import shutil
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow_federated as tff
 from tqdm import tqdm
 
@@ -66,6 +72,134 @@ def make_federated_evaluator(model_fn: Callable[[], tff.learning.models.Variable
     return evaluate
 
 
+def run_signature(process: tff.learning.templates.LearningProcess,
+                  train_data: tff.simulation.datasets.ClientData,
+                  clients_per_round: int, seed: int,
+                  preprocess_kwargs: Mapping | None) -> dict[str, str]:
+    """Return the settings that decide a resumable run's results, as strings, to compare on resume."""
+
+    def sha256(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    # The first round's clients stand for the data: two partitions of the same examples can share
+    # their client ids (client_000, ...), and hashing every client of a large dataset takes long.
+    first_round = sample_clients(list(train_data.client_ids), clients_per_round, 1, seed)[0]
+    data_hash = hashlib.sha256()
+    for client_id in first_round:
+        for element in train_data.create_tf_dataset_for_client(client_id).as_numpy_iterator():
+            for key in sorted(element):
+                data_hash.update(np.ascontiguousarray(element[key]).tobytes())
+    ids = sorted(train_data.client_ids)
+    return {
+        'seed': str(seed),
+        'clients_per_round': str(clients_per_round),
+        'preprocess_kwargs': repr(sorted(dict(preprocess_kwargs or {}).items())),
+        'client_ids': f'{len(ids)} clients, sha256 {sha256(chr(10).join(ids))}',
+        'first_round_data': f'sha256 {data_hash.hexdigest()[:16]}',
+        'model_weights': str(process.get_model_weights.type_signature.result),
+        'process': f'sha256 {sha256(str(process.next.type_signature))}',
+    }
+
+
+class RunRecord:
+    """The run's signature and its last released round, kept in a JSON file beside its checkpoints.
+
+    Only a `tff.program.FileProgramStateManager` has a folder to keep them in; with any other state
+    manager the record keeps nothing, checks nothing and treats no round as released.
+    """
+
+    FILE_NAME = 'train_resumable.json'
+
+    def __init__(self, state_manager: tff.program.ProgramStateManager, signature: dict[str, str]):
+        self.released_through = 0
+        self._path = None
+        if not isinstance(state_manager, tff.program.FileProgramStateManager):
+            return
+        # FileProgramStateManager has no public accessor for its folder; _root_dir is its attribute
+        # in TFF 0.87 (file_program_state_manager.py).
+        folder = Path(state_manager._root_dir)
+        self._path = folder / self.FILE_NAME
+        self._signature = signature
+        has_checkpoints = run_sync(state_manager.get_versions()) is not None
+        if not has_checkpoints or not self._path.exists():
+            self._write()  # A new run (or checkpoints older than this record): nothing to compare.
+            return
+        try:
+            saved = json.loads(self._path.read_text())
+            saved_signature, self.released_through = saved['signature'], int(saved['released_through'])
+        except (ValueError, KeyError, TypeError) as error:
+            raise RuntimeError(f'{self._path} is damaged ({error}); remove the folder {folder} to start '
+                               'this run afresh.') from error
+        # In the signature's order, so that a changed seed is named rather than the data it picks.
+        for field in [*signature, *(f for f in saved_signature if f not in signature)]:
+            if signature.get(field) != saved_signature.get(field):
+                raise ValueError(
+                    f'The checkpoints in {folder} belong to a run with a different {field}: '
+                    f'{saved_signature.get(field)!r} then, {signature.get(field)!r} now. Resume with the '
+                    f'same {field}, or give this run a new checkpoint folder.')
+
+    def mark_released(self, round_num: int) -> None:
+        """Record that the metrics of every round up to `round_num` have been released."""
+        self.released_through = max(self.released_through, round_num)
+        self._write()
+
+    def _write(self) -> None:
+        if self._path is None:
+            return
+        temporary = self._path.with_suffix('.tmp')
+        temporary.write_text(json.dumps({'signature': self._signature,
+                                         'released_through': self.released_through}, indent=1))
+        os.replace(temporary, self._path)  # Atomic: a crash leaves the old record or the new one.
+
+
+def load_latest_intact(state_manager: tff.program.ProgramStateManager, structure: Any) -> tuple[Any, int]:
+    """Return the newest checkpoint that loads and its version, or (None, 0) if there is none.
+
+    With a `FileProgramStateManager`, first removes the `<prefix><N>_temp<XXXX>` folders a killed save
+    leaves, and moves checkpoints newer than the one returned that fail to load (empty or damaged) to
+    `damaged_<prefix><N>`, so that their rounds can be saved again; each with a warning. Raises a
+    RuntimeError naming the folder when checkpoints exist but none loads.
+    """
+    folder = prefix = None
+    if isinstance(state_manager, tff.program.FileProgramStateManager):
+        folder, prefix = Path(state_manager._root_dir), state_manager._prefix  # TFF 0.87's attributes.
+        temporary = re.compile(re.escape(prefix) + r'\d+_temp\d+')
+        for path in sorted(folder.iterdir()):
+            if path.is_dir() and temporary.fullmatch(path.name):
+                shutil.rmtree(path)
+                warnings.warn(f'Removed {path}, the unfinished folder of a checkpoint save that was '
+                              'stopped (a crash or a kill); the checkpoints themselves are intact.',
+                              stacklevel=2)
+    versions = run_sync(state_manager.get_versions()) or []
+    failures = []
+    for version in reversed(versions):
+        try:
+            state = run_sync(state_manager.load(version, structure))
+        # Loading a SavedModel that is empty or cut short fails with OSError, ValueError, a
+        # tf.errors.OpError or a protobuf DecodeError, depending on which file is missing or damaged.
+        except Exception as error:  # noqa: BLE001
+            failures.append((version, f'{type(error).__name__}: {str(error).splitlines()[0][:200]}'))
+            continue
+        for failed, reason in failures:
+            if folder is None:
+                raise RuntimeError(f'Checkpoint version {failed} does not load ({reason}); remove it '
+                                   f'so that training resumes from version {version}.')
+            damaged = folder / f'{prefix}{failed}'
+            moved = folder / f'damaged_{prefix}{failed}'
+            if moved.exists():
+                shutil.rmtree(moved)
+            damaged.rename(moved)
+            warnings.warn(f'Checkpoint {damaged} does not load ({reason}): moved it to {moved.name} '
+                          f'and resuming from version {version}.', stacklevel=2)
+        return state, version
+    if failures:
+        where = folder if folder is not None else 'the state manager'
+        raise RuntimeError(f'None of the {len(failures)} checkpoints in {where} loads (version '
+                           f'{failures[0][0]}: {failures[0][1]}). If they come from a different model, '
+                           'use a new folder; otherwise remove this one to start afresh.')
+    return None, 0
+
+
 class TrainingInterrupted(RuntimeError):
     """A simulated crash right after a round's checkpoint; `history` holds the rounds that ran."""
 
@@ -93,7 +227,9 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
     always trains on the same clients and shuffles with the same seed, whether or not it follows a
     restart, so an interrupted and resumed run repeats the uninterrupted one. `history` maps 'round'
     and each 'train_<metric>' to one value per round run (empty lists if none ran), and each
-    'eval_<metric>' likewise once `evaluate` has run.
+    'eval_<metric>' likewise once `evaluate` has run. Refuses checkpoints that reach beyond
+    `num_rounds` or come from a run with other settings (see `run_signature`), skips damaged ones
+    (see `load_latest_intact`) and releases a round re-run after a crash only once (see `RunRecord`).
     """
     if not isinstance(process, tff.learning.templates.LearningProcess):
         raise TypeError('process must be a tff.learning.templates.LearningProcess, got '
@@ -103,12 +239,18 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
                         f'tff.program.FileProgramStateManager(dir), got {type(state_manager).__name__}.')
     schedule = sample_clients(list(train_data.client_ids), clients_per_round, num_rounds, seed)
     initial_state = process.initialize()
-    state, last_round = run_sync(state_manager.load_latest(initial_state))
+    # Refuses checkpoints of a run with other settings; remembers which rounds' metrics are released.
+    record = RunRecord(state_manager,
+                       run_signature(process, train_data, clients_per_round, seed, preprocess_kwargs))
+    state, last_round = load_latest_intact(state_manager, initial_state)
     if state is None:
         state, last_round = initial_state, 0
         run_sync(state_manager.save(state, version=0))
         print('No checkpoint found: starting from the initial state (saved as version 0).')
-    elif last_round >= num_rounds:
+    elif last_round > num_rounds:
+        raise ValueError(f'num_rounds={num_rounds}, but the checkpoints already reach round {last_round}. '
+                         f'Ask for at least {last_round} rounds, or use a new checkpoint folder.')
+    elif last_round == num_rounds:
         print(f'Found checkpoints up to round {last_round}: no round left to run.')
     else:
         print(f'Found checkpoints up to round {last_round}: resuming with round {last_round + 1}.')
@@ -126,8 +268,11 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
                                   for name, value in result.metrics['client_work']['train'].items()}}
             if evaluate is not None:
                 released['eval'] = dict(evaluate(process.get_model_weights(state)))
-            if release_manager is not None:
+            # A round re-run after a crash between its release and its checkpoint computes the same
+            # metrics again: release them once only (TensorBoard would hold the step twice).
+            if release_manager is not None and round_num > record.released_through:
                 run_sync(release_manager.release(released, key=round_num))
+                record.mark_released(round_num)
             run_sync(state_manager.save(state, version=round_num))
             history['round'].append(round_num)
             for group, metrics in released.items():

@@ -2,10 +2,12 @@
 
 import collections
 import hashlib
+import importlib.util
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -34,8 +36,27 @@ def test_build_script_reproduces_the_file_byte_for_byte(tmp_path):
     assert hashlib.sha256(output.read_bytes()).hexdigest() == data.BUNDLED_SHA256
 
 
-def test_file_is_a_plain_npz_without_pickles(arrays):
-    assert all(arrays[name].dtype != object for name in arrays)  # allow_pickle=False loaded them.
+def pickled_members(path):
+    """Return the members of an .npz file whose .npy header declares Python objects (stored pickled)."""
+    found = []
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            with archive.open(name) as member:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(member)]
+                _, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    found.append(name)
+    return found
+
+
+def test_file_is_a_plain_npz_without_pickles(tmp_path):
+    # The headers are read from the file itself: the loader's allow_pickle=False would raise on a
+    # pickled member, so the loaded arrays cannot show one.
+    assert pickled_members(data.BUNDLED_PATH) == []
+    with_pickle = tmp_path / 'with_pickle.npz'
+    np.savez(with_pickle, plain=np.arange(3), objects=np.array([{'a': 1}, None], dtype=object))
+    assert pickled_members(with_pickle) == ['objects.npy']
 
 
 def test_dataset_is_federated_the_way_the_issue_asks(arrays):
@@ -56,10 +77,48 @@ def test_dataset_is_federated_the_way_the_issue_asks(arrays):
         assert np.std(arrays[f'style_{style}']) > 0
 
 
-def test_styles_change_the_pixels(arrays):
-    # The same MNIST source digit redrawn by two writers differs; background stays white.
+def load_build_script():
+    spec = importlib.util.spec_from_file_location('build_dataset', ROOT / 'data' / 'build_dataset.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_writers_style_is_in_its_pixels(arrays):
     pixels = arrays['pixels']
-    assert pixels.dtype == np.uint8 and np.median(pixels) == 255
+    assert pixels.dtype == np.uint8 and np.median(pixels) == 255  # The background stays white.
+    clients, ink = arrays['client'], arrays['style_ink']
+    # Ink strength scales every stroke, so no pixel of a writer is darker than its ink allows.
+    darkest = np.array([255 - pixels[clients == w].min() for w in range(len(ink))])
+    assert np.all(darkest <= np.round(ink * 255) + 1)
+    assert np.corrcoef(darkest, ink)[0, 1] > 0.9
+    # Thicker strokes cover more pixels: the writers of the thickest style ink more of the image.
+    thickness, covered = arrays['style_thickness'], (pixels < 128).mean(axis=(1, 2))
+    per_writer = np.array([covered[clients == w].mean() for w in range(len(ink))])
+    thickest, thinnest = thickness == thickness.max(), thickness == thickness.min()
+    assert per_writer[thickest].mean() > 1.5 * per_writer[thinnest].mean()
+
+
+def test_styles_change_the_pixels(arrays):
+    # A sample of stored digits is the MNIST source digit redrawn in its writer's style: not the
+    # source itself, and not what another writer's style gives.
+    build = load_build_script()
+    images, labels = build.load_source()
+    rng = np.random.default_rng(build.SEED)  # The build's draws, in its order, up to the styles.
+    build.assign_digits(rng, labels, build.writer_sizes(rng, len(labels)))
+    styles = build.writer_styles(rng)  # float64: the file stores them as float32.
+    for name, values in styles.items():
+        np.testing.assert_array_equal(arrays[f'style_{name}'], values.astype(np.float32))
+    neutral = dict(rotation_deg=0.0, slant=0.0, scale=1.0, thickness=0, ink=1.0)
+    for index in np.random.default_rng(0).choice(len(arrays['source']), 20, replace=False):
+        source, writer = images[arrays['source'][index]], arrays['client'][index]
+        stored_ink = 255 - arrays['pixels'][index]
+        own = {name: values[writer] for name, values in styles.items()}
+        other = {name: values[(writer + 1) % len(values)] for name, values in styles.items()}
+        np.testing.assert_array_equal(stored_ink, build.apply_style(source, **own))
+        assert not np.array_equal(stored_ink, source)
+        assert not np.array_equal(stored_ink, build.apply_style(source, **other))
+        np.testing.assert_array_equal(build.apply_style(source, **neutral), source)
 
 
 def test_checksum_mismatch_is_a_clear_error(tmp_path):
@@ -101,11 +160,26 @@ def test_client_data_matches_the_arrays(bundled, arrays):
     np.testing.assert_allclose(got[0]['pixels'].numpy(), arrays['pixels'][mine][0] / 255.0, rtol=1e-6)
 
 
-def test_serializable_dataset_fn_works_in_graph(bundled):
+def test_serializable_dataset_fn_works_in_graph(bundled, arrays):
     train, _ = bundled
-    everything = list(train.create_tf_dataset_from_all_clients())
-    total = sum(int(train.create_tf_dataset_for_client(c).cardinality()) for c in train.client_ids)
-    assert len(everything) == total
+
+    @tf.function  # As TFF calls it: inside a graph, with the client id as a string tensor.
+    def all_of(client_id):
+        return train.serializable_dataset_fn(client_id).batch(10_000).get_single_element()
+
+    names = arrays['client_ids'][arrays['client']]
+    for client_id in (train.client_ids[0], train.client_ids[57], train.client_ids[-1]):
+        got = all_of(tf.constant(client_id))
+        mine = (names == client_id) & arrays['is_train']
+        np.testing.assert_array_equal(got['label'].numpy(), arrays['label'][mine])
+        np.testing.assert_allclose(got['pixels'].numpy(), arrays['pixels'][mine] / 255.0, rtol=1e-6)
+    # The union over every client is exactly the train split: each train digit once, none missing.
+    everything = train.create_tf_dataset_from_all_clients().batch(10_000).get_single_element()
+    train_labels = arrays['label'][arrays['is_train']]
+    assert sorted(everything['label'].numpy().tolist()) == sorted(train_labels.tolist())
+    np.testing.assert_allclose(np.sort(everything['pixels'].numpy().sum(axis=(1, 2))),
+                               np.sort((arrays['pixels'][arrays['is_train']] / 255.0).sum(axis=(1, 2))),
+                               rtol=1e-5)
 
 
 def test_unknown_source_and_client_are_clear_errors(bundled, monkeypatch):
@@ -118,8 +192,20 @@ def test_unknown_source_and_client_are_clear_errors(bundled, monkeypatch):
         bundled[0].create_tf_dataset_for_client('writer_999')
 
 
-def test_loader_says_which_source_it_used(capsys, monkeypatch):
+def test_the_environment_variable_chooses_the_source_and_the_loader_says_which(bundled, capsys,
+                                                                               monkeypatch):
+    fake_emnist = (bundled[1], bundled[0])  # Any pair that is not what the bundled loader returns.
+    monkeypatch.setattr(data, 'load_emnist', lambda: fake_emnist)
     monkeypatch.delenv(data.SOURCE_ENV_VAR, raising=False)
+    train, _ = data.load_federated_digits()
+    assert 'bundled federated digits' in capsys.readouterr().out
+    assert train.client_ids == bundled[0].client_ids
+    monkeypatch.setenv(data.SOURCE_ENV_VAR, ' EMNIST ')
+    train, test = data.load_federated_digits()
+    assert train is fake_emnist[0] and test is fake_emnist[1]
+    assert 'federated EMNIST digits' in capsys.readouterr().out
+    assert data.load_federated_digits('bundled', verbose=False)[0] is not fake_emnist[0]  # The argument wins.
+    monkeypatch.setenv(data.SOURCE_ENV_VAR, 'bundled')
     data.load_federated_digits()
     assert 'bundled federated digits' in capsys.readouterr().out
 

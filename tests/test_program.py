@@ -3,9 +3,11 @@
 import asyncio
 import collections
 import csv
+import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from helpers import data, models, program
 
@@ -59,16 +61,25 @@ def weights_of(process, state):
     return [np.asarray(w) for w in process.get_model_weights(state).trainable]
 
 
+RUN = dict(num_rounds=4, clients_per_round=2, seed=3)
+
+
+@pytest.fixture(scope='module')
+def reference(fed_avg, tff_runtime, tmp_path_factory):
+    """An uninterrupted run of RUN: (its folder, final state, history). Tests must not change the folder."""
+    folder = tmp_path_factory.mktemp('reference')
+    state, history = program.train_resumable(
+        fed_avg, small_client_data(), state_manager=tff_runtime.program.FileProgramStateManager(folder),
+        **RUN)
+    return folder, state, history
+
+
 def test_resume_continues_after_the_last_checkpoint_with_no_round_lost_or_repeated(
-        tmp_path, fed_avg, tff_runtime):
+        tmp_path, fed_avg, tff_runtime, reference):
     tff = tff_runtime
     train_data = small_client_data()
-    kwargs = dict(num_rounds=4, clients_per_round=2, seed=3)
-
-    # Uninterrupted reference run.
-    reference_state, reference = program.train_resumable(
-        fed_avg, train_data, state_manager=tff.program.FileProgramStateManager(tmp_path / 'ref'),
-        **kwargs)
+    kwargs = dict(RUN)
+    _, reference_state, reference = reference
     assert reference['round'] == [1, 2, 3, 4]
     keys = {'round', 'train_num_examples', 'train_loss', 'train_accuracy', 'train_worst_class_recall'}
     assert set(reference) == keys
@@ -136,3 +147,134 @@ def test_federated_evaluator_equals_pooled_numpy_accuracy(tff_runtime):
 def test_federated_evaluator_rejects_a_model_instance(tff_runtime):
     with pytest.raises(TypeError, match='no-argument'):
         program.make_federated_evaluator(models.SoftmaxRegression(), small_client_data())
+
+
+def tensorboard_steps(log_dir):
+    """Return how many times each (tag, step) was written to the TensorBoard event files in log_dir."""
+    counts = collections.Counter()
+    for path in (log_dir / 'tensorboard').glob('events.out.tfevents.*'):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                counts[value.tag, event.step] += 1
+    return counts
+
+
+def assert_same_run(fed_avg, state, history_parts, reference):
+    _, reference_state, reference_history = reference
+    losses = [loss for part in history_parts for loss in part['train_loss']]
+    assert losses == pytest.approx(reference_history['train_loss'], rel=1e-6)
+    for got, want in zip(weights_of(fed_avg, state), weights_of(fed_avg, reference_state)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_damaged_empty_and_unfinished_checkpoints_are_skipped_with_warnings(
+        tmp_path, fed_avg, tff_runtime, reference):
+    tff = tff_runtime
+    folder, logs = tmp_path / 'ckpt', tmp_path / 'logs'
+    with pytest.raises(program.TrainingInterrupted):
+        program.train_resumable(fed_avg, small_client_data(),
+                                state_manager=tff.program.FileProgramStateManager(folder),
+                                release_manager=program.make_release_manager(logs),
+                                interrupt_after_round=3, **RUN)
+    # Round 3's checkpoint damaged, a stray empty program_state_4, and the folder a killed save of
+    # round 4 leaves (file_utils.write_saved_model writes <path>_temp<random> and renames it).
+    saved_model = folder / 'program_state_3' / 'saved_model.pb'
+    saved_model.write_bytes(saved_model.read_bytes()[:100])
+    (folder / 'program_state_4').mkdir()
+    (folder / 'program_state_4_temp1234' / 'variables').mkdir(parents=True)
+    with pytest.warns(UserWarning) as caught:
+        state, resumed = program.train_resumable(
+            fed_avg, small_client_data(), state_manager=tff.program.FileProgramStateManager(folder),
+            release_manager=program.make_release_manager(logs), **RUN)
+    messages = [str(w.message) for w in caught]
+    assert any('program_state_4_temp1234' in m and 'Removed' in m for m in messages)
+    assert any('program_state_4 does not load' in m and 'resuming from version 2' in m for m in messages)
+    assert any('program_state_3 does not load' in m and 'resuming from version 2' in m for m in messages)
+    assert resumed['round'] == [3, 4]
+    assert_same_run(fed_avg, state, [{'train_loss': reference[2]['train_loss'][:2]}, resumed], reference)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        'damaged_program_state_3', 'damaged_program_state_4', 'program_state_0', 'program_state_1',
+        'program_state_2', 'program_state_3', 'program_state_4', program.RunRecord.FILE_NAME]
+    # Round 3 ran twice but was released once.
+    assert [r['key'] for r in read_csv(logs / 'metrics.csv')] == ['1', '2', '3', '4']
+    assert set(tensorboard_steps(logs).values()) == {1}
+
+
+def test_checkpoints_none_of_which_loads_stop_with_the_folder_to_remove(tmp_path, fed_avg, tff_runtime):
+    folder = tmp_path / 'ckpt'
+    for version in (0, 1):
+        (folder / f'program_state_{version}').mkdir(parents=True)
+    with pytest.raises(RuntimeError, match=f'None of the 2 checkpoints in {folder} loads'):
+        program.train_resumable(fed_avg, small_client_data(),
+                                state_manager=tff_runtime.program.FileProgramStateManager(folder), **RUN)
+
+
+class SimulatedCrash(Exception):
+    """Stands for the program dying at that point."""
+
+
+def crashing_state_manager(tff, folder, crash_version):
+    """Return a FileProgramStateManager on `folder` whose save of `crash_version` crashes."""
+
+    class Crashing(tff.program.FileProgramStateManager):
+        async def save(self, program_state, version):
+            if version == crash_version:
+                raise SimulatedCrash(f'crash before saving version {version}')
+            await super().save(program_state, version)
+
+    return Crashing(folder)
+
+
+def test_a_round_rerun_after_a_crash_between_release_and_save_is_released_once(
+        tmp_path, fed_avg, tff_runtime, reference):
+    tff = tff_runtime
+    folder, logs = tmp_path / 'ckpt', tmp_path / 'logs'
+    with pytest.raises(SimulatedCrash, match='version 3'):
+        program.train_resumable(fed_avg, small_client_data(),
+                                state_manager=crashing_state_manager(tff, folder, crash_version=3),
+                                release_manager=program.make_release_manager(logs), **RUN)
+    assert [r['key'] for r in read_csv(logs / 'metrics.csv')] == ['1', '2', '3']  # Released, not saved.
+    state, resumed = program.train_resumable(
+        fed_avg, small_client_data(), state_manager=tff.program.FileProgramStateManager(folder),
+        release_manager=program.make_release_manager(logs), **RUN)
+    assert resumed['round'] == [3, 4]
+    assert_same_run(fed_avg, state, [{'train_loss': reference[2]['train_loss'][:2]}, resumed], reference)
+    assert [r['key'] for r in read_csv(logs / 'metrics.csv')] == ['1', '2', '3', '4']
+    steps = tensorboard_steps(logs)
+    assert {step for _, step in steps} == {1, 2, 3, 4}
+    assert set(steps.values()) == {1}, 'a step written twice to TensorBoard'
+
+
+def test_fewer_rounds_than_checkpointed_is_refused(fed_avg, tff_runtime, reference):
+    folder = reference[0]
+    with pytest.raises(ValueError, match='num_rounds=2, but the checkpoints already reach round 4'):
+        program.train_resumable(fed_avg, small_client_data(), 2, RUN['clients_per_round'],
+                                tff_runtime.program.FileProgramStateManager(folder), seed=RUN['seed'])
+
+
+@pytest.mark.parametrize('change, field', [
+    (dict(seed=4), 'seed'),
+    (dict(clients_per_round=3), 'clients_per_round'),
+    (dict(preprocess_kwargs=dict(num_epochs=2)), 'preprocess_kwargs'),
+    (dict(train_data=lambda: small_client_data(seed=1)), 'first_round_data'),  # Same ids, other digits.
+    (dict(train_data=lambda: small_client_data(num_clients=5)), 'client_ids'),
+])
+def test_resuming_with_other_settings_is_refused_naming_the_setting(
+        fed_avg, tff_runtime, reference, change, field):
+    folder = reference[0]
+    kwargs = {**RUN, 'train_data': small_client_data(), **change}
+    if callable(kwargs['train_data']):
+        kwargs['train_data'] = kwargs['train_data']()
+    with pytest.raises(ValueError, match=f'belong to a run with a different {field}:'):
+        program.train_resumable(fed_avg, state_manager=tff_runtime.program.FileProgramStateManager(folder),
+                                **kwargs)
+
+
+def test_resuming_with_another_model_is_refused(tff_runtime, reference):
+    tff = tff_runtime
+    nine_classes = tff.learning.algorithms.build_weighted_fed_avg(
+        lambda: models.SoftmaxRegression(num_classes=9),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.1))
+    with pytest.raises(ValueError, match=r'different model_weights: .*float32\[784,10\].*float32\[784,9\]'):
+        program.train_resumable(nine_classes, small_client_data(),
+                                state_manager=tff.program.FileProgramStateManager(reference[0]), **RUN)
