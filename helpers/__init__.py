@@ -10,4 +10,5 @@ clipped_fedavg - FedAvg with client-side gradient clipping composed from TFF's b
 aggregators    - clipping aggregators that report the clipping norm and client-update norms
 client_weights - processes that return every client's update; local weights, similarity, export
 compression    - per-variable encoders, byte-counting encoded aggregation and broadcast
+own_data       - your own CSV or image folder as ClientData, validated; Dirichlet re-partition
 """

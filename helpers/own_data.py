@@ -1,0 +1,163 @@
+"""Your own data as federated data: a CSV file or a folder of images to a ClientData, checked on the way in.
+
+The teaching copies of `ELEMENT_SPEC`, `client_data_from_arrays` and
+`check_element_structure` are in notebooks/08_own_data_model_out.ipynb; tests/test_notebooks.py keeps
+them identical. Elements follow the course's contract (helpers/data.py):
+`OrderedDict(label=int32 scalar, pixels=float32[28, 28])`, pixels in [0, 1] with 1.0 = background.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_federated as tff
+from PIL import Image
+
+from helpers.data import NUM_CLASSES, client_arrays, partition_dirichlet
+
+IMAGE_SHAPE = (28, 28)
+PIXEL_COLUMNS = tuple(f'pixel{i}' for i in range(IMAGE_SHAPE[0] * IMAGE_SHAPE[1]))
+IMAGE_NAME = re.compile(r'^(?P<label>\d+)_(?P<number>\d+)\.png$')
+ELEMENT_SPEC = collections.OrderedDict(label=tf.TensorSpec([], tf.int32),
+                                       pixels=tf.TensorSpec(list(IMAGE_SHAPE), tf.float32))
+
+
+def client_data_from_arrays(pixels: np.ndarray, labels: np.ndarray,
+                            owners: Sequence[str]) -> tff.simulation.datasets.ClientData:
+    """Return a ClientData with one client per distinct owner (ids sorted) over in-memory examples."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int32)
+    owners = np.asarray(owners, dtype=str)
+    if not len(pixels) == len(labels) == len(owners) > 0:
+        raise ValueError('pixels, labels and owners must be non-empty and of one length, got '
+                         f'{len(pixels)}, {len(labels)} and {len(owners)}.')
+    client_ids = sorted(set(owners.tolist()))
+
+    def serializable_dataset_fn(client_id) -> tf.data.Dataset:
+        # Only TensorFlow ops: TFF may call this with a string tensor inside a graph.
+        every_example = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+            owner=owners, label=labels, pixels=pixels))
+        mine = every_example.filter(lambda example: tf.equal(example['owner'], client_id))
+        return mine.map(lambda example: collections.OrderedDict(
+            label=example['label'], pixels=example['pixels']))
+
+    return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(client_ids, serializable_dataset_fn)
+
+
+def read_digits_csv(path: str | os.PathLike, client_column: str = 'writer', label_column: str = 'label',
+                    num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (pixels in [0, 1] with 1 = background, labels, owners) from a CSV of 0-255 ink values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'No CSV file at {path} (argument `path`).')
+    table = pd.read_csv(path, dtype={client_column: str})
+    for column, argument in ((client_column, 'client_column'), (label_column, 'label_column')):
+        if column not in table.columns:
+            raise ValueError(f'{path.name} has no column {column!r} (argument `{argument}`); its first '
+                             f'columns are {list(table.columns[:5])}.')
+    missing = [c for c in PIXEL_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f'{path.name} lacks {len(missing)} pixel columns, first {missing[0]!r}: a 28x28 '
+                         "image needs columns 'pixel0' to 'pixel783'.")
+    if table.empty:
+        raise ValueError(f'{path.name} has a header but no rows.')
+    blank = table[client_column].isna() | (table[client_column].str.strip() == '')
+    if blank.any():
+        raise ValueError(f'{path.name}, line {int(np.argmax(blank)) + 2}: empty {client_column!r}, so the '
+                         'example belongs to no client. Fill it in or drop the row.')
+    labels = _integer_column(table, label_column, path)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        bad = int(np.argmax((labels < 0) | (labels >= num_classes)))
+        raise ValueError(f'{path.name}, line {bad + 2}: label {labels[bad]} is outside 0..{num_classes - 1} '
+                         f'(column {label_column!r}, argument `num_classes`={num_classes}).')
+    ink = np.stack([_integer_column(table, c, path) for c in PIXEL_COLUMNS], axis=1)
+    if ink.min() < 0 or ink.max() > 255:
+        row, column = np.argwhere((ink < 0) | (ink > 255))[0]
+        raise ValueError(f'{path.name}, line {row + 2}, column {PIXEL_COLUMNS[column]!r}: '
+                         f'{ink[row, column]} is not an ink value in 0..255.')
+    pixels = (255 - ink).astype(np.float32).reshape((-1,) + IMAGE_SHAPE) / np.float32(255.0)
+    return pixels, labels.astype(np.int32), table[client_column].to_numpy(dtype=str)
+
+
+def _integer_column(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """Return a CSV column as int64, or raise naming the first row that is not a whole number."""
+    values = pd.to_numeric(table[column], errors='coerce')
+    bad = values.isna() | (values != np.round(values))
+    if bad.any():
+        row = int(np.argmax(bad.to_numpy()))
+        raise ValueError(f'{path.name}, line {row + 2}, column {column!r}: {table[column].iloc[row]!r} is '
+                         'not a whole number.')
+    return values.to_numpy().astype(np.int64)
+
+
+def load_csv_client_data(path: str | os.PathLike, client_column: str = 'writer',
+                         label_column: str = 'label') -> tff.simulation.datasets.ClientData:
+    """Return a ClientData from a digits CSV, one client per distinct value of `client_column`."""
+    return client_data_from_arrays(*read_digits_csv(path, client_column, label_column))
+
+
+def read_image_folder(folder: str | os.PathLike, num_classes: int = NUM_CLASSES
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (pixels, labels, owners) from `folder/<client>/<label>_<n>.png` grayscale images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f'No folder at {folder} (argument `folder`).')
+    client_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith('.'))
+    if not client_dirs:
+        raise ValueError(f'{folder} holds no client folders: expected {folder}/<client>/<label>_<n>.png.')
+    pixels, labels, owners = [], [], []
+    for client_dir in client_dirs:
+        files = [p for p in client_dir.iterdir() if not p.name.startswith('.')]
+        if not files:
+            raise ValueError(f'Client folder {client_dir} is empty: every client needs at least one '
+                             'image (remove the folder or add images).')
+        for file in files:
+            if not IMAGE_NAME.match(file.name):
+                raise ValueError(f'{file}: expected a file named <label>_<n>.png, such as 7_0.png.')
+        for file in sorted(files, key=lambda p: int(IMAGE_NAME.match(p.name)['number'])):
+            label = int(IMAGE_NAME.match(file.name)['label'])
+            if label >= num_classes:
+                raise ValueError(f'{file}: label {label} is outside 0..{num_classes - 1} '
+                                 f'(argument `num_classes`={num_classes}).')
+            with Image.open(file) as image:
+                if image.size != IMAGE_SHAPE[::-1]:
+                    raise ValueError(f'{file} is {image.size[0]}x{image.size[1]} pixels; the model '
+                                     f'needs {IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}. Resize it first.')
+                gray = np.asarray(image.convert('L'))  # 255 = white background.
+            pixels.append(gray.astype(np.float32) / np.float32(255.0))
+            labels.append(label)
+            owners.append(client_dir.name)
+    return np.stack(pixels), np.array(labels, dtype=np.int32), np.array(owners, dtype=str)
+
+
+def load_image_client_data(folder: str | os.PathLike) -> tff.simulation.datasets.ClientData:
+    """Return a ClientData from a folder of image folders, one client per sub-folder."""
+    return client_data_from_arrays(*read_image_folder(folder))
+
+
+def dirichlet_client_data(client_data: tff.simulation.datasets.ClientData, num_clients: int,
+                          alpha: float, seed: int = 0) -> tff.simulation.datasets.ClientData:
+    """Return the pooled examples of `client_data` re-split into `num_clients` Dirichlet(alpha) clients."""
+    arrays = client_arrays(client_data)
+    parts = partition_dirichlet(arrays['label'], num_clients, alpha, seed)
+    owners = np.empty(len(arrays['label']), dtype=object)
+    for number, part in enumerate(parts):
+        owners[part] = f'client_{number:02d}'
+    return client_data_from_arrays(arrays['pixels'], arrays['label'], owners.astype(str))
+
+
+def check_element_structure(client_data: tff.simulation.datasets.ClientData) -> None:
+    """Raise unless the elements of `client_data` are the course's OrderedDict(label, pixels) contract."""
+    actual = client_data.element_type_structure
+    if not isinstance(actual, collections.OrderedDict) or list(actual) != list(ELEMENT_SPEC):
+        raise ValueError(f'Elements must be an OrderedDict with keys {list(ELEMENT_SPEC)}, got {actual}.')
+    for key, spec in ELEMENT_SPEC.items():
+        if not spec.is_compatible_with(actual[key]) or actual[key].dtype != spec.dtype:
+            raise ValueError(f'Element {key!r} must be {spec}, got {actual[key]}.')
