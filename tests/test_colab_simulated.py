@@ -62,16 +62,18 @@ def run(args, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
 
 
 def python(version: str) -> str:
-    """Return a CPython `version` interpreter: on PATH, or from pyenv."""
-    found = shutil.which(f'python{version}')
-    if found is None and shutil.which('pyenv'):
+    """Return a CPython `version` interpreter: pyenv's (CI and these machines), else one on PATH."""
+    candidates = []
+    if shutil.which('pyenv'):
         prefix = subprocess.run(['pyenv', 'prefix', version], capture_output=True, text=True)
         if prefix.returncode == 0:
-            found = str(Path(prefix.stdout.strip().splitlines()[-1]) / 'bin' / f'python{version}')
-    if found is None:
-        pytest.fail(f'The simulated Colab test needs python{version} (Colab\'s Python): install it, '
-                    f'e.g. `pyenv install {version}`.')
-    return found
+            candidates.append(str(Path(prefix.stdout.strip().splitlines()[-1]) / 'bin' / f'python{version}'))
+    candidates.append(shutil.which(f'python{version}'))  # pyenv's shim fails unless it is selected.
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, '--version'], capture_output=True).returncode == 0:
+            return candidate
+    pytest.fail(f'The simulated Colab test needs python{version} (Colab\'s Python): install it, '
+                f'e.g. `pyenv install {version}`.')
 
 
 def front_environment() -> Path:

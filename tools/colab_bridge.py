@@ -158,7 +158,7 @@ def find_python(home: Path) -> str:
         _run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-cache-dir', '--target',
               str(home / 'uv'), 'uv'], 'install uv')
         uv = str(home / 'uv' / 'bin' / 'uv')
-    _say('  getting CPython 3.11 with `uv python install 3.11` (about 30 MB) ...')
+    _say('  getting CPython 3.11 with `uv python install 3.11` ...')
     _run([uv, 'python', 'install', '3.11'], 'download CPython 3.11 with uv', env=env)
     return _run([uv, 'python', 'find', '--managed-python', '3.11'], 'find uv\'s CPython 3.11',
                 env=env).strip()
@@ -188,7 +188,7 @@ def install_environment(home: Path, repo: Path) -> Path:
                              'FL_COURSE_PYTHON to a python3.11 or unset it.')
         _run([interpreter, '-m', 'venv', str(venv)], 'create a virtual environment')
     _say('  installing TensorFlow Federated 0.87 and the course\'s other packages from the lock '
-         '(about 600 MB of wheels) ...')
+         '(about 820 MB of wheels) ...')
     pip = [str(python), '-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--no-cache-dir',
            '--no-deps']
     _run([*pip, '--require-hashes', '-r', str(repo / 'requirements.txt')], 'install requirements.txt')
