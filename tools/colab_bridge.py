@@ -30,8 +30,10 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -258,22 +260,34 @@ class Bridge:
         if not self.manager.is_alive():
             raise SetupError('The Python 3.11 kernel has stopped (out of memory?). Run the set-up '
                              'cell again to start a new one, then the cells you need.')
-        msg_id = self.client.execute(code, allow_stdin=False)
-        self._result, self._interrupted_at, self._idle = None, None, False
-        while not self._idle:
-            try:
+        self._result, self._interrupted_at, self._idle, self._stop = None, None, False, False
+        # Colab's stop button sends SIGINT. Raised as KeyboardInterrupt inside jupyter_client's
+        # receive (asyncio-based in jupyter_client 8), it can lose the next message, so while a cell
+        # is forwarded SIGINT only sets a flag, and the loop below passes the interrupt on.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if main else None
+        try:
+            msg_id = self.client.execute(code, allow_stdin=False)
+            while not self._idle:
                 self._relay_next(msg_id)
-            except KeyboardInterrupt:  # Colab's stop button: interrupt the course kernel's cell too.
-                if self._interrupted_at:  # A second stop: give up waiting.
-                    raise
-                self.manager.interrupt_kernel()
-                self._interrupted_at = time.monotonic()
+                if self._stop and self._interrupted_at is None:
+                    self.manager.interrupt_kernel()
+                    self._interrupted_at = time.monotonic()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return self._result
+
+    def _on_sigint(self, signum, frame) -> None:
+        """Ask the loop in `run` to interrupt the course kernel; a second stop gives up waiting."""
+        if self._stop:
+            raise KeyboardInterrupt
+        self._stop = True
 
     def _relay_next(self, msg_id: str) -> None:
         """Relay the course kernel's next message about `msg_id`; raise its error if it is one."""
         try:
-            msg = self.client.get_iopub_msg(timeout=0.5)
+            msg = self.client.get_iopub_msg(timeout=0.2)
         except queue.Empty:
             if not self.manager.is_alive():
                 raise SetupError('The Python 3.11 kernel died while running this cell (out of '
