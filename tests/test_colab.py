@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,9 +47,17 @@ class Front:
         reply, outputs = self.run(setup)
         assert reply['status'] == 'ok', outputs
 
-    def run(self, code: str, timeout: float = 60, interrupt_after: str | None = None):
-        """Execute `code` in the front kernel; return its reply and its (msg_type, content) outputs."""
+    def run(self, code: str, timeout: float = 60, interrupt_after: str | None = None,
+            interrupt_after_s: float | None = None):
+        """Execute `code` in the front kernel; return its reply and its (msg_type, content) outputs.
+
+        With `interrupt_after`, the stop button is pressed when a stream output holds that text;
+        with `interrupt_after_s`, that many seconds after the cell starts.
+        """
         outputs = []
+        timer = threading.Timer(interrupt_after_s or 0, self.manager.interrupt_kernel)
+        if interrupt_after_s is not None:
+            timer.start()
 
         def hook(msg):
             if msg['msg_type'] in ('stream', 'display_data', 'execute_result', 'error'):
@@ -57,7 +66,10 @@ class Front:
                         and interrupt_after in msg['content']['text']):
                     self.manager.interrupt_kernel()  # SIGINT, as Colab's stop button sends.
 
-        reply = self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
+        try:
+            reply = self.client.execute_interactive(code, timeout=timeout, output_hook=hook)
+        finally:
+            timer.cancel()
         return reply['content'], outputs
 
     def stop(self) -> None:
@@ -136,6 +148,18 @@ def test_interrupting_the_cell_interrupts_the_course_kernel(front):
     assert streams(outputs) == [('stdout', 'sleeping\n')], 'the cell stopped in its sleep'
     reply, outputs = front.run('course_pid')
     assert outputs[0][1]['data']['text/plain'] == course_pid, 'the same course kernel goes on'
+
+
+def test_after_interrupting_a_tff_computation_the_next_one_runs(front):
+    from tests.test_runtime import KERNEL_SETUP
+
+    reply, outputs = front.run(KERNEL_SETUP, timeout=300)  # TFF's import is slow on a busy machine.
+    assert reply['status'] == 'ok', outputs
+    reply, outputs = front.run('slow(1_000_000)', interrupt_after_s=5, timeout=60)
+    assert reply['status'] == 'error' and reply['ename'] == 'KeyboardInterrupt'
+    started = time.monotonic()
+    reply, outputs = front.run('print(add_one(3))', timeout=60)
+    assert streams(outputs) == [('stdout', '4\n')] and time.monotonic() - started < 30
 
 
 def test_magics_are_run_by_the_course_kernel(front):
