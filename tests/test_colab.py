@@ -228,3 +228,19 @@ def test_start_checks_its_argument_and_the_clone(tmp_path):
         colab_bridge.start(3)
     with pytest.raises(colab_bridge.SetupError, match='does not hold the course'):
         colab_bridge.start(tmp_path)
+
+
+def test_without_fl_course_python_uv_installs_311_under_home(monkeypatch, tmp_path):
+    # A stand-in for uv (its download cannot be reached here): it logs its arguments and where uv
+    # would install, and answers `python find` with this interpreter.
+    log = tmp_path / 'uv.log'
+    fake = tmp_path / 'bin' / 'uv'
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$* $UV_PYTHON_INSTALL_DIR" >> {log}\n'
+                    f'[ "$2" = find ] && echo {sys.executable}\nexit 0\n')
+    fake.chmod(0o755)
+    monkeypatch.delenv('FL_COURSE_PYTHON', raising=False)
+    monkeypatch.setenv('PATH', f'{fake.parent}:{os.environ["PATH"]}')
+    assert colab_bridge.find_python(tmp_path) == sys.executable
+    assert log.read_text().splitlines() == [f'python install 3.11 {tmp_path / "python"}',
+                                            f'python find 3.11 {tmp_path / "python"}']

@@ -162,7 +162,7 @@ def find_python(home: Path) -> str:
         uv = str(home / 'uv' / 'bin' / 'uv')
     _say('  getting CPython 3.11 with `uv python install 3.11` ...')
     _run([uv, 'python', 'install', '3.11'], 'download CPython 3.11 with uv', env=env)
-    return _run([uv, 'python', 'find', '--managed-python', '3.11'], 'find uv\'s CPython 3.11',
+    return _run([uv, 'python', 'find', '3.11'], 'find uv\'s CPython 3.11',
                 env=env).strip()
 
 
