@@ -244,3 +244,20 @@ def test_without_fl_course_python_uv_installs_311_under_home(monkeypatch, tmp_pa
     assert colab_bridge.find_python(tmp_path) == sys.executable
     assert log.read_text().splitlines() == [f'python install 3.11 {tmp_path / "python"}',
                                             f'python find 3.11 {tmp_path / "python"}']
+
+
+def test_the_insertion_tool_puts_the_cell_before_the_setup_cell_once():
+    import nbformat
+    from insert_colab_cell import insert_cell
+
+    nb = nbformat.read(ROOT / 'notebooks' / '01_data_heterogeneity.ipynb', as_version=4)
+    setup_at = next(i for i, c in enumerate(nb.cells) if c.cell_type == 'code')
+    assert insert_cell(nb)
+    assert nb.cells[setup_at].source == colab_bridge.CELL
+    assert 'runtime.setup(' in nb.cells[setup_at + 1].source
+    assert nb.cells[setup_at - 1].source.startswith('## Setup')
+    assert not insert_cell(nb), 'a second run changes nothing'
+    nb.cells[setup_at].source = colab_bridge.MARKER + ' an older text'
+    assert insert_cell(nb) and nb.cells[setup_at].source == colab_bridge.CELL
+    assert sum(c.source.startswith(colab_bridge.MARKER) for c in nb.cells) == 1
+    nbformat.validate(nb)
