@@ -29,6 +29,10 @@ import pytest
 
 from tests.conftest import ROOT
 
+# Minutes even with both environments cached (notebook 01 itself runs for minutes): `make test` runs
+# it, `make test-quick` does not.
+pytestmark = pytest.mark.slow
+
 sys.path.insert(0, str(ROOT / 'tools'))
 import colab_bridge  # noqa: E402
 from execute_notebook import merge_streams  # noqa: E402
