@@ -7,6 +7,8 @@ notebook would. The set-up cell is told by the variables tools/colab_bridge.py r
 (FL_COURSE_SIMULATE_COLAB=1), uses this machine's CPython 3.11 (FL_COURSE_PYTHON) instead of uv's,
 clones a snapshot of this checkout, uncommitted changes included (FL_COURSE_REPO), and works under a
 cached folder (FL_COURSE_COLAB_HOME) whose 3.11 environment is kept between runs, keyed by the lock.
+When that environment is built, pip reads the lock's wheels from the Binder test's wheelhouse instead
+of PyPI (PIP_NO_INDEX, PIP_FIND_LINKS), so CI downloads them at most once.
 Both environments live in ~/.cache/fl-course-tests/ (FL_COURSE_TEST_CACHE), like the Binder test's.
 """
 
@@ -37,11 +39,13 @@ sys.path.insert(0, str(ROOT / 'tools'))
 import colab_bridge  # noqa: E402
 from execute_notebook import merge_streams  # noqa: E402
 from insert_colab_cell import insert_cell  # noqa: E402
+from tests.test_binder import wheelhouse  # noqa: E402
 
 # Hosted Colab's kernel side, at the versions Colab publishes for its runtime (IPython, ipykernel,
 # jupyter_client); tornado, pyzmq and the rest are what pip resolves with these pins. nbclient
 # stands in for Colab's notebook.
-FRONT_PYTHON = '3.13'
+# Hosted Colab's Python since August 2026; FL_COURSE_TEST_COLAB_PYTHON=3.12 simulates the one before.
+FRONT_PYTHON = os.environ.get('FL_COURSE_TEST_COLAB_PYTHON', '3.13')
 FRONT_PACKAGES = ('ipython==7.34.0', 'ipykernel==6.17.1', 'jupyter_client==7.4.9', 'nbclient==0.11.0')
 NOTEBOOK = ROOT / 'notebooks' / '01_data_heterogeneity.ipynb'
 CACHE = Path(os.environ.get('FL_COURSE_TEST_CACHE', Path.home() / '.cache' / 'fl-course-tests'))
@@ -159,6 +163,8 @@ def simulated_run(tmp_path_factory):
     nbformat.write(nb, source)
     env = {k: v for k, v in os.environ.items()
            if k not in ('VIRTUAL_ENV', 'PYTHONPATH', 'JUPYTER_PATH') and not k.startswith('FL_COURSE_')}
+    if not warm:  # The lock's wheels from the Binder test's wheelhouse: no second 800 MB download.
+        env.update(PIP_NO_INDEX='1', PIP_FIND_LINKS=str(wheelhouse()))
     env.update(FL_COURSE_SIMULATE_COLAB='1', FL_COURSE_PYTHON=getattr(sys, '_base_executable', sys.executable),
                FL_COURSE_REPO=str(snapshot(base / 'repo')), FL_COURSE_COLAB_HOME=str(home),
                JUPYTER_PATH=str(base / 'jupyter'))
