@@ -371,7 +371,8 @@ def start(home: str | os.PathLike) -> None:
     started = time.monotonic()
     fresh = not any((home / 'venv').glob('.installed-*'))
     _say('Colab set-up: running this course in Python 3.11, which TensorFlow Federated 0.87 needs.' +
-         (' The first run in a Colab session takes several minutes.' if fresh else ''))
+         (' This first run downloads and installs about 820 MB of packages, which takes several minutes; '
+          'later runs take seconds.' if fresh else ''))
     python = install_environment(home, repo)
     _say('  starting the Python 3.11 kernel ...')
     connect(write_kernelspec(home, python), repo / 'notebooks')
