@@ -20,7 +20,7 @@ lab: $(STAMP) $(LAB_SETTINGS)
 test: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/python -m pytest
 
-# A quick iteration target: the unit tests without the slow ones (the Binder simulation, marked
+# A quick iteration target: the unit tests without the slow ones (the Binder and Colab simulations, marked
 # `slow`) and without executing the notebooks.
 test-quick: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/python -m pytest -m 'not slow' tests

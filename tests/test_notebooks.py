@@ -6,15 +6,19 @@ nbval (see pytest.ini) executes the notebooks themselves; these checks read the 
 import ast
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
 
+sys.path.insert(0, str(ROOT / 'tools'))
+from colab_bridge import CELL as COLAB_CELL, MARKER as COLAB_MARKER, REPOSITORY  # noqa: E402
+
 NOTEBOOKS = sorted((ROOT / 'notebooks').glob('[0-9][0-9]_*.ipynb'))
 EXPORT = re.compile(r'^#\| export: (\S+)\s*$')
-REPO = 'tff-course/federated-learning-with-tff'
+REPO = REPOSITORY  # The one place: tools/colab_bridge.py, which the set-up cell clones from.
 
 
 def load(path: Path) -> dict:
@@ -27,6 +31,10 @@ def source(cell: dict) -> str:
 
 def code_cells(nb: dict) -> list[dict]:
     return [c for c in nb['cells'] if c['cell_type'] == 'code' and source(c).strip()]
+
+
+def is_colab_cell(cell: dict) -> bool:
+    return cell['cell_type'] == 'code' and source(cell).lstrip().startswith(COLAB_MARKER)
 
 
 def markdown(nb: dict) -> str:
@@ -134,7 +142,8 @@ def test_workshop_sized(path):
     core, _, _ = core_and_optional(nb)
     core_words = sum(prose_words(source(c)) for c in core if c['cell_type'] == 'markdown')
     total_words = sum(prose_words(source(c)) for c in nb['cells'] if c['cell_type'] == 'markdown')
-    core_code = [c for c in core if c['cell_type'] == 'code' and source(c).strip()]
+    # The Colab set-up cell is the same machinery in every notebook, not part of the lesson.
+    core_code = [c for c in core if c['cell_type'] == 'code' and source(c).strip() and not is_colab_cell(c)]
     assert core_words <= CORE_MAX_WORDS, f'core path has {core_words} words of prose'
     assert len(core_code) <= CORE_MAX_CODE_CELLS, f'core path has {len(core_code)} code cells'
     assert total_words <= TOTAL_MAX_WORDS, f'notebook has {total_words} words of prose'
@@ -174,10 +183,19 @@ def test_references_section_has_links(path):
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
 def test_one_setup_cell_first(path):
-    cells = code_cells(load(path))
+    cells = [c for c in code_cells(load(path)) if not is_colab_cell(c)]
     setup = source(cells[0])
     assert 'runtime.setup(' in setup, 'the first code cell is the setup cell and calls runtime.setup'
     assert not any('runtime.setup(' in source(c) for c in cells[1:]), 'only one setup cell'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_set_up_cell_first_and_current(path):
+    cells = code_cells(load(path))
+    assert source(cells[0]) == COLAB_CELL, (
+        'the first code cell is the Colab set-up cell, as tools/colab_bridge.py writes it: run '
+        f'tools/insert_colab_cell.py {path.relative_to(ROOT)}, then re-execute the notebook')
+    assert not any(is_colab_cell(c) for c in cells[1:]), 'only one Colab set-up cell'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
