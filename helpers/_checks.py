@@ -2,14 +2,14 @@
 
 Hand-written rather than a validation library (pydantic, beartype): the checks are few, must accept
 NumPy scalars and refuse bool as a number, and must know float32 (what TFF computes in); a library
-would add a dependency to every learner's environment for about a hundred lines.
+would add a dependency to every learner's environment for what fits in this one file.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -100,13 +100,13 @@ def check_float(name: str, value, *, minimum: float | None = None, maximum: floa
     if math.isinf(number) and not allow_inf:
         raise ValueError(f'{name} must be finite{hint}, got {number!r}.')
     if float32 and math.isfinite(number):
+        if abs(number) > FLOAT32_MAX:  # Checked first: casting it to float32 would warn.
+            raise ValueError(f'{name}={number!r} overflows float32, the type TFF computes in: pass '
+                             f'a value below {FLOAT32_MAX:g}{hint}.')
         if number != 0 and np.float32(number) == 0:
             smallest = float(np.finfo(np.float32).smallest_subnormal)
             raise ValueError(f'{name}={number!r} rounds to 0 in float32, the type TFF computes in: '
                              f'pass a value of at least {smallest:g}{hint}.')
-        if abs(number) > FLOAT32_MAX:
-            raise ValueError(f'{name}={number!r} overflows float32, the type TFF computes in: pass '
-                             f'a value below {FLOAT32_MAX:g}{hint}.')
     return number
 
 

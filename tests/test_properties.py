@@ -46,7 +46,7 @@ def test_check_float_accepts_exactly_positive_representable_numbers(value, allow
     number = float(value)
     valid = (not math.isnan(number) and number > 0 and (allow_inf or math.isfinite(number))
              and not (float32 and math.isfinite(number)
-                      and (np.float32(number) == 0 or number > FLOAT32_MAX)))
+                      and (number > FLOAT32_MAX or np.float32(number) == 0)))
     if valid:
         assert _checks.check_float('lr', value, minimum=0, strict_minimum=True, allow_inf=allow_inf,
                                    float32=float32) == number

@@ -28,7 +28,8 @@ def classify(row, ctx) -> tuple[str, str]:
         result = row.call(ctx)
     except Exception as error:  # noqa: BLE001 - classifying every exception is the point.
         text = f'{type(error).__name__}: {error}'.splitlines()[0][:160]
-        if isinstance(error, (ValueError, TypeError, LookupError, OSError)) and re.search(row.match, str(error)):
+        named = re.search(row.match, str(error))
+        if isinstance(error, (ValueError, TypeError, LookupError, OSError)) and named:
             return 'clear', text
         return 'unclear', text
     return ('harmless' if row.harmless else 'silent'), f'returned {type(result).__name__}'
@@ -69,9 +70,10 @@ def main() -> None:
             counts[f'numpy-scalar {outcome}'] += 1
             lines.append(f'{outcome:8} | {name} | {text}')
             print(lines[-1], flush=True)
-    summary = (f'{len(ROWS)} bad inputs: ' + ', '.join(
-        f'{counts[k]} {k}' for k in ('clear', 'unclear', 'silent', 'harmless')) + f'; {len(ACCEPTED)} NumPy-scalar '
-        'inputs: ' + ', '.join(f'{v} {k.split()[-1]}' for k, v in counts.items() if k.startswith('numpy')))
+    outcomes = ', '.join(f'{counts[k]} {k}' for k in ('clear', 'unclear', 'silent', 'harmless'))
+    accepted = ', '.join(f'{v} {k.split()[-1]}' for k, v in counts.items() if k.startswith('numpy'))
+    summary = (f'{len(ROWS)} bad inputs: {outcomes}; {len(ACCEPTED)} inputs that must be accepted '
+               f'(NumPy scalars, an evaluate without accuracy): {accepted}')
     print(summary)
     if args.out:
         args.out.write_text('\n'.join(lines + [summary]) + '\n')
