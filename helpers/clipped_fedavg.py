@@ -31,8 +31,8 @@ GradientFn = Callable[..., tuple]
 def check_clip_norm(clip_norm: float) -> float:
     """Return `clip_norm` as a float after checking that it is a positive number (inf: no clipping)."""
     # float32=True: the clip norm is a float32 in the process, where 1e-46 would become 0.
-    return check_float('clip_norm', clip_norm, minimum=0, strict_minimum=True, allow_inf=True,
-                       float32=True, hint='the largest L2 norm a gradient may have; math.inf: no clipping')
+    return check_float('clip_norm', clip_norm, minimum=0, strict_minimum=True, allow_inf=True, float32=True,
+                       hint='the largest L2 norm a gradient may have; use math.inf for no clipping')
 
 
 def clip_gradients(gradients, clip_norm: tf.Tensor):
