@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+_good_model_fns: weakref.WeakSet = weakref.WeakSet()  # model_fns that check_model_fn accepted.
 
 
 def _shown(value) -> str:
@@ -230,6 +232,11 @@ def check_model_fn(name: str, model_fn) -> None:
     what = ('a no-argument function returning a new tff.learning.models.VariableModel, such as '
             'helpers.models.make_model_fn(create_linear_model, input_spec)')
     check_callable(name, model_fn, what)
+    try:
+        if model_fn in _good_model_fns:  # Building a model takes about 0.3 s: check each model_fn once.
+            return
+    except TypeError:  # Not hashable or not weak-referenceable: check it every time.
+        pass
     with tf.Graph().as_default():  # A throwaway model, only to see what model_fn returns.
         model = model_fn()
     if isinstance(model, tf.keras.Model):
@@ -238,6 +245,10 @@ def check_model_fn(name: str, model_fn) -> None:
                         '(helpers.models.make_model_fn).')
     if not isinstance(model, tff.learning.models.VariableModel):
         raise TypeError(f'{name} must be {what}; it returned {_shown(model)}.')
+    try:
+        _good_model_fns.add(model_fn)
+    except TypeError:
+        pass
 
 
 def check_path(name: str, path) -> None:
