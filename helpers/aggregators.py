@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from helpers._checks import check_float, check_int
+
 NORM_DTYPE = np.float32
 COUNT_DTYPE = np.int32
 
@@ -19,19 +21,14 @@ COUNT_DTYPE = np.int32
 def adaptive_clipping_norm(target_quantile: float, initial_norm: float = 1.0,
                            learning_rate: float = 0.2) -> tff.templates.EstimationProcess:
     """Return a noise-free estimator that moves a clipping norm toward a quantile of client norms."""
-    for name, number in [('target_quantile', target_quantile), ('initial_norm', initial_norm),
-                         ('learning_rate', learning_rate)]:
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise TypeError(f'{name} must be a number, got {type(number).__name__}.')
-    if not 0.0 < target_quantile < 1.0:
-        raise ValueError(f'target_quantile must be strictly between 0 and 1 (at 0 every client ends '
-                         f'up clipped, at 1 none; 0.5 tracks the median client norm), got '
-                         f'{target_quantile!r}.')
-    if not initial_norm > 0.0:
-        raise ValueError(f'initial_norm must be a positive float, got {initial_norm!r}.')
-    if not learning_rate > 0.0:
-        raise ValueError(f'learning_rate must be a positive float (0.2 is a common choice), got '
-                         f'{learning_rate!r}.')
+    # float32=True: the estimator computes in float32, where 1e-46 is 0 and 1e39 is infinite.
+    target_quantile = check_float('target_quantile', target_quantile, minimum=0, maximum=1,
+                                  strict_minimum=True, strict_maximum=True, hint='at 0 every client '
+                                  'ends up clipped, at 1 none; 0.5 tracks the median client norm')
+    initial_norm = check_float('initial_norm', initial_norm, minimum=0, strict_minimum=True,
+                               float32=True, hint='a positive norm such as 1.0')
+    learning_rate = check_float('learning_rate', learning_rate, minimum=0, strict_minimum=True,
+                                float32=True, hint='0.2 is a common choice')
     return tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
         initial_estimate=float(initial_norm), target_quantile=float(target_quantile),
         learning_rate=float(learning_rate))
@@ -45,10 +42,8 @@ def global_l2_norm(value) -> tf.Tensor:
 
 def constant_norm_process(norm: float) -> tff.templates.EstimationProcess:
     """Return an EstimationProcess whose report is always `norm` (a fixed clipping norm)."""
-    if isinstance(norm, bool) or not isinstance(norm, (int, float)):
-        raise TypeError(f'norm must be a number, got {type(norm).__name__}.')
-    if not norm > 0:
-        raise ValueError(f'norm must be positive, got {norm!r}.')
+    norm = check_float('norm', norm, minimum=0, strict_minimum=True, allow_inf=True, float32=True,
+                       hint='a positive clipping norm; math.inf: no clipping')
 
     @tff.federated_computation()
     def initialize():
@@ -88,6 +83,10 @@ class NormReportingFactory:
 
     def __init__(self, clipping_norm: float | tff.templates.EstimationProcess,
                  inner_factory: tff.aggregators.AggregationFactory):
+        if not isinstance(inner_factory, (tff.aggregators.WeightedAggregationFactory,
+                                          tff.aggregators.UnweightedAggregationFactory)):
+            raise TypeError('inner_factory must be a tff.aggregators aggregation factory such as '
+                            f'MeanFactory(), got {type(inner_factory).__name__}.')
         if not isinstance(clipping_norm, tff.templates.EstimationProcess):
             clipping_norm = constant_norm_process(clipping_norm)
         self._norm_process = clipping_norm
@@ -95,6 +94,11 @@ class NormReportingFactory:
 
     def _create(self, value_type, weight_type=None) -> tff.templates.AggregationProcess:
         """Return the AggregationProcess for client values of `value_type` (weighted if weight_type)."""
+        # Clipping scales the values: integer tensors would be cast to 0 without a word.
+        if not all(spec.dtype.is_floating
+                   for spec in tf.nest.flatten(tff.types.type_to_tf_tensor_specs(value_type))):
+            raise TypeError(f'value_type must hold float tensors only (clipping scales them), got '
+                            f'{value_type}.')
         if weight_type is None:
             inner_process = self._inner_factory.create(value_type)
         else:
@@ -163,13 +167,11 @@ def norm_reporting_clipping(clipping_norm: float | tff.templates.EstimationProce
                             inner_factory: tff.aggregators.AggregationFactory | None = None
                             ) -> tff.aggregators.AggregationFactory:
     """Return a factory that clips client updates, aggregates them with `inner_factory`, reports norms."""
-    if isinstance(clipping_norm, bool) or not isinstance(
-            clipping_norm, (int, float, tff.templates.EstimationProcess)):
-        raise TypeError('clipping_norm must be a positive number or an EstimationProcess such as '
-                        f'adaptive_clipping_norm(0.5), got {type(clipping_norm).__name__}.')
-    if not isinstance(clipping_norm, tff.templates.EstimationProcess) and not clipping_norm > 0:
-        raise ValueError(f'clipping_norm must be positive, got {clipping_norm!r}; for no clipping use '
-                         'the inner factory on its own.')
+    if not isinstance(clipping_norm, tff.templates.EstimationProcess):
+        clipping_norm = check_float(
+            'clipping_norm', clipping_norm, minimum=0, strict_minimum=True, float32=True,
+            hint='a positive number or an EstimationProcess such as adaptive_clipping_norm(0.5); for '
+                 'no clipping use the inner factory on its own')
     if inner_factory is None:
         inner_factory = tff.aggregators.MeanFactory()
     if isinstance(inner_factory, tff.aggregators.WeightedAggregationFactory):
@@ -183,8 +185,11 @@ def norm_reporting_clipping(clipping_norm: float | tff.templates.EstimationProce
 def add_client_norm_samples(factory: tff.aggregators.AggregationFactory, max_samples: int = 100
                             ) -> tff.aggregators.AggregationFactory:
     """Return `factory` also reporting up to `max_samples` individual client-update norms (not private)."""
-    if not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1:
-        raise ValueError(f'max_samples must be an int >= 1, got {max_samples!r}.')
+    max_samples = check_int('max_samples', max_samples, minimum=1, example=100)
+    if not isinstance(factory, (tff.aggregators.WeightedAggregationFactory,
+                                tff.aggregators.UnweightedAggregationFactory)):
+        raise TypeError('factory must be a tff.aggregators aggregation factory such as '
+                        f'norm_reporting_clipping(1.0), got {type(factory).__name__}.')
 
     def sample_norms(value):
         norm_fn = tff.tensorflow.computation(global_l2_norm, value.type_signature.member)

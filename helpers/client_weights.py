@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_federated as tff
 
 from helpers import training
+from helpers._checks import check_model_fn
 
 
 class FedAvgParts(NamedTuple):
@@ -32,14 +33,12 @@ class FedAvgParts(NamedTuple):
 def build_fed_avg_parts(model_fn, client_optimizer: tff.learning.optimizers.Optimizer,
                         server_optimizer: tff.learning.optimizers.Optimizer) -> FedAvgParts:
     """Return the building blocks of weighted FedAvg (the algorithm of build_weighted_fed_avg)."""
-    if not callable(model_fn):
-        raise TypeError('model_fn must be a no-argument function returning a TFF model, for example '
-                        'helpers.models.make_model_fn(...).')
     for name, optimizer in (('client_optimizer', client_optimizer),
                             ('server_optimizer', server_optimizer)):
         if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
             raise TypeError(f'{name} must be a tff.learning.optimizers.Optimizer (for example '
                             f'tff.learning.optimizers.build_sgdm(0.5)), got {type(optimizer).__name__}.')
+    check_model_fn('model_fn', model_fn)  # Last: it builds a throwaway model.
 
     @tff.tensorflow.computation
     def initial_model_weights_fn():
@@ -91,6 +90,15 @@ def compose_with_client_results(initial_model_weights_fn: tff.Computation,
                                 finalizer: tff.learning.templates.FinalizerProcess
                                 ) -> tff.templates.IterativeProcess:
     """Return compose_learning_process's algorithm as a process whose rounds also return every ClientResult."""
+    templates = tff.learning.templates
+    for name, value, kind in [('initial_model_weights_fn', initial_model_weights_fn, tff.Computation),
+                              ('distributor', distributor, templates.DistributionProcess),
+                              ('client_work', client_work, templates.ClientWorkProcess),
+                              ('aggregator', aggregator, tff.templates.AggregationProcess),
+                              ('finalizer', finalizer, templates.FinalizerProcess)]:
+        if not isinstance(value, kind):
+            raise TypeError(f'{name} must be a {kind.__name__} (see FedAvgParts), got '
+                            f'{type(value).__name__}.')
     # compose_learning_process checks that the parts fit together; reuse its checks and its state.
     learning_process = tff.learning.templates.compose_learning_process(
         initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
@@ -119,6 +127,9 @@ def compose_with_client_results(initial_model_weights_fn: tff.Computation,
 def local_model_weights(global_weights: tff.learning.models.ModelWeights,
                         update: Sequence[np.ndarray]) -> tff.learning.models.ModelWeights:
     """Return a client's local model: the global weights it started from minus its model delta."""
+    if not hasattr(global_weights, 'trainable') or not hasattr(global_weights, 'non_trainable'):
+        raise TypeError('global_weights must be a tff.learning.models.ModelWeights, got '
+                        f'{type(global_weights).__name__}.')
     trainable = list(global_weights.trainable)
     if len(update) != len(trainable):
         raise ValueError(f'update has {len(update)} tensors but the model has {len(trainable)} '
@@ -127,6 +138,9 @@ def local_model_weights(global_weights: tff.learning.models.ModelWeights,
         if np.shape(weight) != np.shape(delta):
             raise ValueError(f'update tensor of shape {np.shape(delta)} does not match the weight of '
                              f'shape {np.shape(weight)}.')
+        if not np.isfinite(delta).all():
+            raise ValueError('update has NaN or infinite values (the client diverged): its local model '
+                             'is undefined; leave that client out.')
     return tff.learning.models.ModelWeights(
         trainable=[np.asarray(w) - np.asarray(d) for w, d in zip(trainable, update)],
         non_trainable=[np.asarray(w) for w in global_weights.non_trainable])
@@ -134,16 +148,31 @@ def local_model_weights(global_weights: tff.learning.models.ModelWeights,
 
 def flatten_update(update: Sequence[np.ndarray]) -> np.ndarray:
     """Return a model update (a list of tensors) as one float64 vector."""
+    if isinstance(update, (str, bytes)) or not isinstance(update, (Sequence, np.ndarray)):
+        raise TypeError('update must be a list of tensors (ClientResult.update), got '
+                        f'{type(update).__name__}.')
     if len(update) == 0:
         raise ValueError('update is empty: pass ClientResult.update, a list of tensors.')
-    return np.concatenate([np.ravel(np.asarray(tensor, dtype=np.float64)) for tensor in update])
+    try:
+        return np.concatenate([np.ravel(np.asarray(tensor, dtype=np.float64)) for tensor in update])
+    except (TypeError, ValueError):
+        raise TypeError('update must hold numeric tensors (ClientResult.update), got '
+                        f'{[type(t).__name__ for t in update][:3]}.') from None
 
 
 def cosine_similarity_matrix(vectors: np.ndarray) -> np.ndarray:
     """Return the cosine similarity of every pair of rows of `vectors` (a [num, dim] array)."""
-    vectors = np.asarray(vectors, dtype=np.float64)
+    try:
+        vectors = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError('vectors must be a numeric [num_vectors, dim] array, e.g. of flatten_update '
+                        f'rows, got {type(vectors).__name__}.') from None
     if vectors.ndim != 2:
         raise ValueError(f'vectors must be a 2-D array [num_vectors, dim], got shape {vectors.shape}.')
+    if not np.isfinite(vectors).all():
+        rows = sorted(set(np.nonzero(~np.isfinite(vectors))[0].tolist()))
+        raise ValueError(f'vectors has NaN or infinite values in rows {rows[:10]}: their similarity is '
+                         'undefined; drop those rows (clients whose training diverged).')
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if np.any(norms == 0):
         raise ValueError('A vector is all zeros, so its cosine similarity is undefined: drop it '
@@ -157,9 +186,11 @@ _KEY = re.compile(r'^(trainable|non_trainable)_(\d+)$')
 
 def save_client_weights(path: str | os.PathLike, weights: tff.learning.models.ModelWeights) -> Path:
     """Write model weights to an uncompressed .npz file (exact float bits) and return its path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f'path must be a file path ending in .npz, got {type(path).__name__} {path!r}.')
     path = Path(path)
     if path.suffix != '.npz':
-        raise ValueError(f'Use a file name ending in .npz, got {path.name!r}.')
+        raise ValueError(f'path must be a file name ending in .npz, got {path.name!r}.')
     if not hasattr(weights, 'trainable') or not hasattr(weights, 'non_trainable'):
         raise TypeError('weights must be a tff.learning.models.ModelWeights (or have .trainable and '
                         f'.non_trainable), got {type(weights).__name__}.')
@@ -172,6 +203,9 @@ def save_client_weights(path: str | os.PathLike, weights: tff.learning.models.Mo
 
 def load_client_weights(path: str | os.PathLike) -> tff.learning.models.ModelWeights:
     """Read model weights written by `save_client_weights`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f'path must be a file path (str or pathlib.Path), got {type(path).__name__} '
+                        f'{path!r}.')
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'No weights file at {path}; write one with save_client_weights.')
@@ -183,6 +217,12 @@ def load_client_weights(path: str | os.PathLike) -> tff.learning.models.ModelWei
                 raise ValueError(f'{path} has an array named {key!r}: it was not written by '
                                  'save_client_weights.')
             groups[match.group(1)][int(match.group(2))] = archive[key]
+    for group, arrays in groups.items():  # A gap would silently shift every later tensor.
+        missing = sorted(set(range(len(arrays))) - set(arrays))
+        if missing:
+            raise ValueError(f'{path} lacks {group}_{missing[0]} (it has {group} indices '
+                             f'{sorted(arrays)}): the file is incomplete; write it again with '
+                             'save_client_weights.')
     return tff.learning.models.ModelWeights(
         trainable=[groups['trainable'][i] for i in sorted(groups['trainable'])],
         non_trainable=[groups['non_trainable'][i] for i in sorted(groups['non_trainable'])])

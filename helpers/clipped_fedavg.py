@@ -17,25 +17,22 @@ pre-clipping norms it saw, the batch's number of examples as int64); the default
 from __future__ import annotations
 
 import collections
-import numbers
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from helpers._checks import check_callable, check_float, check_model_fn
+
 GradientFn = Callable[..., tuple]
 
 
 def check_clip_norm(clip_norm: float) -> float:
     """Return `clip_norm` as a float after checking that it is a positive number (inf: no clipping)."""
-    if isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real):
-        raise TypeError(f'clip_norm must be a positive number, got {type(clip_norm).__name__} '
-                        f'{clip_norm!r}.')
-    if not clip_norm > 0:  # Also rejects NaN.
-        raise ValueError(f'clip_norm must be > 0 (the largest L2 norm a gradient may have; use '
-                         f'math.inf for no clipping), got {clip_norm!r}.')
-    return float(clip_norm)
+    # float32=True: the clip norm is a float32 in the process, where 1e-46 would become 0.
+    return check_float('clip_norm', clip_norm, minimum=0, strict_minimum=True, allow_inf=True, float32=True,
+                       hint='the largest L2 norm a gradient may have; use math.inf for no clipping')
 
 
 def clip_gradients(gradients, clip_norm: tf.Tensor):
@@ -105,6 +102,12 @@ def build_clipped_client_work(model_fn: Callable[[], tff.learning.models.Variabl
                               ) -> tff.learning.templates.ClientWorkProcess:
     """Return a ClientWorkProcess running `clipped_client_update`; its state (an hparam) is clip_norm."""
     clip_norm = check_clip_norm(clip_norm)
+    check_model_fn('model_fn', model_fn)
+    if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
+        raise TypeError('optimizer must be a tff.learning.optimizers.Optimizer such as '
+                        'tff.learning.optimizers.build_sgdm(learning_rate=0.5), got '
+                        f'{type(optimizer).__name__}.')
+    check_callable('gradient_fn', gradient_fn, 'a function like clipped_batch_gradient')
     with tf.Graph().as_default():  # Build a throwaway model only to read its types.
         model = model_fn()
         aggregate_metrics = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
@@ -169,9 +172,8 @@ def build_clipped_fedavg(model_fn: Callable[[], tff.learning.models.VariableMode
                          ) -> tff.learning.templates.LearningProcess:
     """Return FedAvg (weighted by examples) whose clients clip every gradient to `clip_norm`."""
     clip_norm = check_clip_norm(clip_norm)
-    if not callable(model_fn):
-        raise TypeError('model_fn must be a no-argument function returning a new '
-                        'tff.learning.models.VariableModel (see helpers.models.make_model_fn).')
+    check_model_fn('model_fn', model_fn)
+    check_callable('gradient_fn', gradient_fn, 'a function like clipped_batch_gradient')
     if server_optimizer_fn is None:
         server_optimizer_fn = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
     for name, value in [('client_optimizer_fn', client_optimizer_fn),
@@ -205,6 +207,9 @@ def build_clipped_fedavg(model_fn: Callable[[], tff.learning.models.VariableMode
 def set_clip_norm(process: tff.learning.templates.LearningProcess, state, clip_norm: float):
     """Return `state` of a `build_clipped_fedavg` process with its clip norm set to `clip_norm`."""
     clip_norm = check_clip_norm(clip_norm)
+    if not isinstance(process, tff.learning.templates.LearningProcess):
+        raise TypeError('process must be the LearningProcess from build_clipped_fedavg, got '
+                        f'{type(process).__name__}.')
     hparams = process.get_hparams(state)
     if 'clip_norm' not in hparams.get('client_work', {}):
         raise ValueError('process has no client_work clip_norm hyperparameter: build it with '

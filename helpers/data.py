@@ -21,6 +21,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from helpers._checks import (check_bool, check_client_data, check_client_ids, check_distribution,
+                             check_float, check_int, check_labels, check_path, check_seed)
+
 # Shipped inside the package (wheel and checkout alike), so found wherever `helpers` is installed.
 BUNDLED_PATH = Path(__file__).resolve().parent / '_data' / 'federated_digits.npz'
 BUNDLED_SHA256 = 'f764da0dd285112a780e65c9f8863ba640af47403adfc324bd83965f6c86372d'
@@ -38,6 +41,10 @@ class ChecksumError(ValueError):
 def load_bundled_arrays(path: str | os.PathLike = BUNDLED_PATH,
                         expected_sha256: str | None = BUNDLED_SHA256) -> dict[str, np.ndarray]:
     """Return the arrays of the bundled dataset file after checking its SHA-256."""
+    check_path('path', path)
+    if expected_sha256 is not None and not isinstance(expected_sha256, str):
+        raise TypeError('expected_sha256 must be a hex string or None (no check), got '
+                        f'{type(expected_sha256).__name__} {expected_sha256!r}.')
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -63,14 +70,25 @@ class ArrayClientData(tff.simulation.datasets.ClientData):
     """
 
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, owners: Sequence[str]):
-        pixels, labels, owners = np.asarray(pixels), np.asarray(labels), np.asarray(owners, dtype=str)
+        if isinstance(owners, (str, bytes)):
+            raise TypeError(f'owners must be one owner id per example (a list or array), got the '
+                            f'single string {owners!r}; pass [{owners!r}] * len(pixels).')
+        pixels, owners = np.asarray(pixels), np.asarray(owners, dtype=str)
         if pixels.ndim != 3 or pixels.shape[1:] != (28, 28):
             raise ValueError(f'pixels must have shape [N, 28, 28], got {pixels.shape}.')
+        if not np.issubdtype(pixels.dtype, np.number) or pixels.dtype == np.bool_:
+            raise TypeError(f'pixels must be uint8 (0-255) or float (0-1) numbers, got dtype {pixels.dtype}.')
+        # Checked here, not in TF: a label out of range surfaces deep in a round as a gRPC error, and a
+        # NaN pixel makes the client's update non-finite, which FedAvg then silently drops.
+        labels = check_labels('labels', labels, NUM_CLASSES, allow_empty=True)
         if not len(pixels) == len(labels) == len(owners) > 0:
             raise ValueError('pixels, labels and owners must be non-empty and of one length, got '
                              f'{len(pixels)}, {len(labels)} and {len(owners)}.')
         if pixels.dtype == np.uint8:
             pixels = pixels.astype(np.float32) / 255.0
+        elif not np.isfinite(pixels).all():
+            raise ValueError(f'pixels must be finite, got {int(np.sum(~np.isfinite(pixels)))} NaN or '
+                             'infinite values: drop or repair those images.')
         elif pixels.min() < 0.0 or pixels.max() > 1.0:
             raise ValueError('Float pixels must lie in [0, 1] (1.0 = background); divide 0-255 values '
                              'by 255 or pass them as uint8.')
@@ -87,7 +105,7 @@ class ArrayClientData(tff.simulation.datasets.ClientData):
         return list(self._ids)
 
     def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
-        if client_id not in self._slices:
+        if not isinstance(client_id, str) or client_id not in self._slices:
             raise ValueError(f'Unknown client id {client_id!r}; see .client_ids.')
         start, end = self._slices[client_id]
         return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
@@ -142,8 +160,9 @@ def _host_reachable(host: str, port: int, timeout_s: float) -> bool:
 def load_emnist(cache_dir: str | os.PathLike | None = None, timeout_s: float = 5.0
                 ) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
     """Return federated EMNIST digits (train, test), downloaded once to `cache_dir`; fails fast offline."""
-    if timeout_s <= 0:
-        raise ValueError(f'timeout_s must be positive, got {timeout_s!r}.')
+    check_float('timeout_s', timeout_s, minimum=0, strict_minimum=True, hint='seconds, e.g. 5.0')
+    if cache_dir is not None:
+        check_path('cache_dir', cache_dir)
     cache = Path(cache_dir) if cache_dir is not None else Path.home() / '.tff'
     if not (cache / EMNIST_CACHE_FILE).is_file() and not _host_reachable(EMNIST_HOST, 443, timeout_s):
         raise ConnectionError(
@@ -162,6 +181,10 @@ def load_emnist(cache_dir: str | os.PathLike | None = None, timeout_s: float = 5
 def load_federated_digits(source: str | None = None, *, verbose: bool = True
                           ) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
     """Return (train, test) ClientData from `source` ('bundled' or 'emnist'; default: $FL_COURSE_DATA)."""
+    if source is not None and not isinstance(source, str):
+        raise TypeError(f"source must be 'bundled', 'emnist' or None (use ${SOURCE_ENV_VAR}), got "
+                        f'{type(source).__name__} {source!r}.')
+    check_bool('verbose', verbose)
     chosen = source if source is not None else os.environ.get(SOURCE_ENV_VAR, 'bundled')
     chosen = chosen.strip().lower()
     if chosen not in SOURCES:
@@ -180,9 +203,10 @@ def client_arrays(client_data: tff.simulation.datasets.ClientData,
                   client_ids: Sequence[str] | None = None,
                   batch_size: int = 4096) -> dict[str, np.ndarray]:
     """Return every example of `client_ids` (default: all) as NumPy arrays: pixels, label, client."""
-    if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
-    ids = client_data.client_ids if client_ids is None else list(client_ids)
+    check_client_data('client_data', client_data)
+    check_int('batch_size', batch_size, minimum=1, example=4096)
+    ids = client_data.client_ids if client_ids is None else check_client_ids(
+        'client_ids', client_ids, known=client_data.client_ids)
     pixels, labels, owners = [], [], []
     for client_id in ids:
         for batch in client_data.create_tf_dataset_for_client(client_id).batch(batch_size):
@@ -206,8 +230,12 @@ def shuffle_and_batch(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs
 
     `seed=None` shuffles differently on every pass; `shuffle_buffer <= 1` does not shuffle.
     """
-    if batch_size < 1 or num_epochs < 1:
-        raise ValueError(f'batch_size and num_epochs must be >= 1, got {batch_size} and {num_epochs}.')
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f'dataset must be a tf.data.Dataset, got {type(dataset).__name__}.')
+    batch_size = check_int('batch_size', batch_size, minimum=1, example=20)
+    num_epochs = check_int('num_epochs', num_epochs, minimum=1)
+    shuffle_buffer = check_int('shuffle_buffer', shuffle_buffer, minimum=0, example=200)
+    seed = check_seed('seed', seed, allow_none=True)
     dataset = dataset.repeat(num_epochs)
     if shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
@@ -217,6 +245,8 @@ def shuffle_and_batch(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs
 def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int = 1,
                shuffle_buffer: int = 200, seed: int | None = 0) -> tf.data.Dataset:
     """Return raw `dataset` as shuffled batches of (x = flat ink intensities, y = label) for Keras."""
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f'dataset must be a tf.data.Dataset, got {type(dataset).__name__}.')
     return shuffle_and_batch(dataset.map(to_model_input), batch_size, num_epochs, shuffle_buffer, seed)
 
 
@@ -227,6 +257,9 @@ _model_input_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def client_model_input(client_data: tff.simulation.datasets.ClientData,
                        client_id: str) -> collections.OrderedDict:
     """Return all of one client's examples in the model's input format, converted once and then cached."""
+    if not isinstance(client_id, str):
+        raise TypeError(f'client_id must be one client id string, got {type(client_id).__name__} '
+                        f'{client_id!r}.')
     cache = _model_input_cache.setdefault(client_data, collections.OrderedDict())
     if client_id in cache:
         cache.move_to_end(client_id)  # Least recently used entries leave first.
@@ -252,9 +285,7 @@ def client_model_input(client_data: tff.simulation.datasets.ClientData,
 def make_federated_data(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
                         **preprocess_kwargs) -> list[tf.data.Dataset]:
     """Return one dataset per client id, in order; with an int seed, the batches `preprocess` gives."""
-    unknown = set(client_ids) - set(client_data.client_ids)
-    if unknown:
-        raise ValueError(f'Unknown client ids: {sorted(unknown)[:5]}. Pick from client_data.client_ids.')
+    client_ids = check_client_ids('client_ids', client_ids, known=client_data.client_ids)
     return [shuffle_and_batch(tf.data.Dataset.from_tensor_slices(client_model_input(client_data, cid)),
                               **preprocess_kwargs)
             for cid in client_ids]
@@ -262,23 +293,26 @@ def make_federated_data(client_data: tff.simulation.datasets.ClientData, client_
 
 def partition_iid(num_examples: int, num_clients: int, seed: int = 0) -> list[np.ndarray]:
     """Return `num_clients` disjoint index arrays of near-equal size, drawn uniformly at random."""
-    if num_clients < 1 or num_examples < num_clients:
-        raise ValueError(f'Need 1 <= num_clients <= num_examples, got {num_clients} clients for '
-                         f'{num_examples} examples.')
-    order = np.random.default_rng(seed).permutation(num_examples)
+    num_examples = check_int('num_examples', num_examples, minimum=1, example=100)
+    num_clients = check_int('num_clients', num_clients, minimum=1, example=10)
+    if num_examples < num_clients:
+        raise ValueError(f'Need num_clients <= num_examples (every client gets an example), got '
+                         f'{num_clients} clients for {num_examples} examples.')
+    order = np.random.default_rng(check_seed('seed', seed)).permutation(num_examples)
     return [np.sort(part) for part in np.array_split(order, num_clients)]
 
 
 def partition_dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
                         seed: int = 0) -> list[np.ndarray]:
     """Return `num_clients` disjoint index arrays whose label mixes follow Dirichlet(alpha)."""
-    labels = np.asarray(labels)
-    if alpha <= 0:
-        raise ValueError(f'alpha must be > 0 (small = skewed mixes, large = balanced mixes), got {alpha}.')
-    if num_clients < 1 or len(labels) < num_clients:
-        raise ValueError(f'Need 1 <= num_clients <= len(labels), got {num_clients} clients for '
-                         f'{len(labels)} examples.')
-    rng = np.random.default_rng(seed)
+    labels = check_labels('labels', labels, num_classes=None)
+    alpha = check_float('alpha', alpha, minimum=0, strict_minimum=True,
+                        hint='small = skewed mixes, large = balanced ones; for equal mixes use partition_iid')
+    num_clients = check_int('num_clients', num_clients, minimum=1, example=10)
+    if len(labels) < num_clients:
+        raise ValueError(f'Need num_clients <= len(labels) (every client gets an example), got '
+                         f'{num_clients} clients for {len(labels)} labels.')
+    rng = np.random.default_rng(check_seed('seed', seed))
     parts: list[list[int]] = [[] for _ in range(num_clients)]
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
@@ -296,12 +330,15 @@ def partition_dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
 
 def label_distribution(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Return the fraction of examples of each class."""
-    counts = np.bincount(np.asarray(labels), minlength=num_classes)
+    num_classes = check_int('num_classes', num_classes, minimum=1, example=NUM_CLASSES)
+    counts = np.bincount(check_labels('labels', labels, num_classes), minlength=num_classes)
     return counts / counts.sum()
 
 
 def label_skew(client_labels: np.ndarray, global_distribution: np.ndarray) -> float:
     """Return the total variation distance between a client's label mix and the global one (0 to 1)."""
+    global_distribution = check_distribution('global_distribution', global_distribution)
+    check_labels('client_labels', client_labels, len(global_distribution))
     client_distribution = label_distribution(client_labels, num_classes=len(global_distribution))
     return 0.5 * float(np.abs(client_distribution - global_distribution).sum())
 
@@ -309,8 +346,13 @@ def label_skew(client_labels: np.ndarray, global_distribution: np.ndarray) -> fl
 def mean_image_per_label(pixels: np.ndarray, labels: np.ndarray,
                          num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Return the mean image of each label, shape [num_classes, 28, 28]; NaN for absent labels."""
-    pixels, labels = np.asarray(pixels, dtype=np.float32), np.asarray(labels)
+    num_classes = check_int('num_classes', num_classes, minimum=1, example=NUM_CLASSES)
+    pixels = np.asarray(pixels, dtype=np.float32)
+    labels = check_labels('labels', labels, num_classes, allow_empty=True)
+    if len(pixels) != len(labels):
+        raise ValueError(f'pixels and labels must have one length, got {len(pixels)} and {len(labels)}.')
     means = np.full((num_classes,) + pixels.shape[1:], np.nan, dtype=np.float32)
     for label in np.unique(labels):
         means[label] = pixels[labels == label].mean(axis=0)
     return means
+

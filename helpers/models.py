@@ -14,6 +14,7 @@ from collections.abc import Callable
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from helpers._checks import check_input_spec, check_int, check_keras_builder, check_seed
 from helpers.data import NUM_CLASSES
 
 NUM_PIXELS = 28 * 28
@@ -21,8 +22,7 @@ NUM_PIXELS = 28 * 28
 
 def create_linear_model(num_classes: int = NUM_CLASSES) -> tf.keras.Model:
     """Return a softmax regression on the 784 flattened pixels, started from all-zero weights."""
-    if num_classes < 2:
-        raise ValueError(f'num_classes must be >= 2, got {num_classes}.')
+    num_classes = check_int('num_classes', num_classes, minimum=2, example=NUM_CLASSES)
     return tf.keras.Sequential([
         tf.keras.layers.InputLayer(input_shape=(NUM_PIXELS,)),
         tf.keras.layers.Dense(num_classes, kernel_initializer='zeros', activation='softmax'),
@@ -31,8 +31,8 @@ def create_linear_model(num_classes: int = NUM_CLASSES) -> tf.keras.Model:
 
 def create_cnn_model(num_classes: int = NUM_CLASSES, seed: int = 0) -> tf.keras.Model:
     """Return a small CNN on the flattened pixels whose four kernels hold 99% of its 19,298 weights."""
-    if num_classes < 2:
-        raise ValueError(f'num_classes must be >= 2, got {num_classes}.')
+    num_classes = check_int('num_classes', num_classes, minimum=2, example=NUM_CLASSES)
+    seed = check_seed('seed', seed)
     init = tf.keras.initializers.GlorotUniform
     return tf.keras.Sequential([
         tf.keras.layers.InputLayer(input_shape=(NUM_PIXELS,)),
@@ -50,9 +50,8 @@ def create_cnn_model(num_classes: int = NUM_CLASSES, seed: int = 0) -> tf.keras.
 def make_model_fn(keras_builder: Callable[[], tf.keras.Model],
                   input_spec) -> Callable[[], tff.learning.models.VariableModel]:
     """Return a no-argument `model_fn` that wraps a fresh Keras model for TFF on every call."""
-    if not callable(keras_builder):
-        raise TypeError('keras_builder must be a function that returns a new tf.keras.Model, got '
-                        f'{type(keras_builder).__name__}.')
+    check_keras_builder('keras_builder', keras_builder)
+    check_input_spec('input_spec', input_spec, keras_builder)  # Builds one throwaway model.
 
     def model_fn() -> tff.learning.models.VariableModel:
         # TFF calls model_fn more than once, inside its own graphs: build a new Keras model each time.
@@ -69,9 +68,8 @@ class SoftmaxRegression(tff.learning.models.VariableModel):
     """A softmax regression written from raw tf.Variables, with metrics that sum across clients."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, num_features: int = NUM_PIXELS):
-        if num_classes < 2 or num_features < 1:
-            raise ValueError('num_classes must be >= 2 and num_features >= 1, got '
-                             f'{num_classes} and {num_features}.')
+        num_classes = check_int('num_classes', num_classes, minimum=2, example=NUM_CLASSES)
+        num_features = check_int('num_features', num_features, minimum=1, example=NUM_PIXELS)
         self._num_classes = num_classes
         self._num_features = num_features
         # Weights: the server sends them out and averages what comes back.

@@ -8,14 +8,18 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 
+from helpers._checks import check_int, check_labels
 from helpers.data import NUM_CLASSES
 
 
 def plot_digit_grid(pixels: np.ndarray, labels: np.ndarray, num_columns: int = 10,
                     title: str | None = None, max_digits: int = 40) -> plt.Figure:
     """Show up to `max_digits` digits (EMNIST convention: 1.0 = white background) with their labels."""
-    if num_columns < 1 or max_digits < 1:
-        raise ValueError('num_columns and max_digits must be >= 1.')
+    check_int('num_columns', num_columns, minimum=1, example=10)
+    check_int('max_digits', max_digits, minimum=1, example=40)
+    if len(labels) < min(len(pixels), max_digits):
+        raise ValueError(f'labels must have one label per digit shown, got {len(labels)} labels for '
+                         f'{len(pixels)} digits.')
     count = min(len(pixels), max_digits)
     if count == 0:
         raise ValueError('No digits to show: pixels is empty.')
@@ -36,8 +40,16 @@ def plot_digit_grid(pixels: np.ndarray, labels: np.ndarray, num_columns: int = 1
 def plot_label_histograms(labels_by_client: Mapping[str, np.ndarray], num_columns: int = 4,
                           num_classes: int = NUM_CLASSES, sharey: bool = False) -> plt.Figure:
     """Draw one bar chart of label counts per client."""
+    if not isinstance(labels_by_client, Mapping):
+        raise TypeError('labels_by_client must map client ids to label arrays, e.g. {"writer_000": labels}, '
+                        f'got {type(labels_by_client).__name__}.')
     if not labels_by_client:
         raise ValueError('labels_by_client is empty: pass at least one client.')
+    check_int('num_columns', num_columns, minimum=1, example=4)
+    num_classes = check_int('num_classes', num_classes, minimum=1, example=NUM_CLASSES)
+    labels_by_client = {client_id: check_labels(f'labels of client {client_id!r}', labels, num_classes,
+                                                allow_empty=True)
+                        for client_id, labels in labels_by_client.items()}
     num_rows = int(np.ceil(len(labels_by_client) / num_columns))
     figure, axes = plt.subplots(num_rows, num_columns, figsize=(num_columns * 3, num_rows * 2.2),
                                 squeeze=False, sharex=True, sharey=sharey)
@@ -58,8 +70,16 @@ def plot_label_histograms(labels_by_client: Mapping[str, np.ndarray], num_column
 def plot_mean_images(mean_images: Mapping[str, np.ndarray], num_classes: int = NUM_CLASSES
                      ) -> plt.Figure:
     """Draw, per client (rows), the mean image of each label (columns); blank where it has none."""
+    if not isinstance(mean_images, Mapping):
+        raise TypeError('mean_images must map client ids to mean_image_per_label arrays, got '
+                        f'{type(mean_images).__name__}.')
     if not mean_images:
         raise ValueError('mean_images is empty: pass at least one client.')
+    num_classes = check_int('num_classes', num_classes, minimum=1, example=NUM_CLASSES)
+    for client_id, images in mean_images.items():
+        if np.shape(images)[:1] != (num_classes,):
+            raise ValueError(f'mean_images[{client_id!r}] must have one image per class, shape '
+                             f'[{num_classes}, 28, 28] (from mean_image_per_label), got {np.shape(images)}.')
     figure, axes = plt.subplots(len(mean_images), num_classes,
                                 figsize=(num_classes * 0.9, len(mean_images) * 1.0), squeeze=False)
     for row, (client_id, images) in enumerate(mean_images.items()):
@@ -85,8 +105,7 @@ MARKERS = ('o', 's', '^', 'D', 'v', 'P')
 
 def series_style(index: int) -> dict:
     """Return the line style and marker keyword arguments for the `index`-th series of a figure."""
-    if not isinstance(index, (int, np.integer)) or isinstance(index, bool) or index < 0:
-        raise ValueError(f'index must be a non-negative integer, got {index!r}.')
+    check_int('index', index, minimum=0, example=0)
     return {'linestyle': LINE_STYLES[index % len(LINE_STYLES)],
             'marker': MARKERS[index % len(MARKERS)], 'markersize': 4}
 
@@ -100,8 +119,10 @@ def plot_metric_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], m
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 3.5))
     for index, (name, history) in enumerate(histories.items()):
-        if metric not in history:
-            raise KeyError(f'History {name!r} has no {metric!r}; it has {sorted(history)}.')
+        for key in ('round', metric):
+            if key not in history:
+                raise KeyError(f'History {name!r} has no {key!r} (metric={metric!r}); it has '
+                               f'{sorted(history)}.')
         ax.plot(history['round'], history[metric], label=name, **series_style(index))
     ax.set_xlabel('round')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -23,12 +24,17 @@ import numpy as np
 import tensorflow_federated as tff
 from tqdm import tqdm
 
+from helpers._checks import (check_callable, check_client_data, check_int, check_kwargs, check_model_fn,
+                             check_path, check_seed)
 from helpers.data import make_federated_data
 from helpers.training import LOOP_IMPLEMENTATION, round_datasets, sample_clients
 
 
 def run_sync(awaitable: Awaitable) -> Any:
     """Return the result of `awaitable`, also inside Jupyter, whose event loop is already running."""
+    if not inspect.isawaitable(awaitable):
+        raise TypeError('awaitable must be a coroutine or other awaitable, e.g. '
+                        f'state_manager.load_latest(state), got {type(awaitable).__name__}.')
 
     async def wait() -> Any:
         return await awaitable
@@ -43,6 +49,7 @@ def run_sync(awaitable: Awaitable) -> Any:
 
 def make_release_manager(log_dir: str | os.PathLike) -> tff.program.GroupingReleaseManager:
     """Return a release manager that writes every released value to TensorBoard and to a CSV file."""
+    check_path('log_dir', log_dir)
     log_dir = Path(log_dir)
     return tff.program.GroupingReleaseManager([
         tff.program.TensorBoardReleaseManager(str(log_dir / 'tensorboard')),
@@ -55,9 +62,9 @@ def make_federated_evaluator(model_fn: Callable[[], tff.learning.models.Variable
                              batch_size: int = 100
                              ) -> Callable[[tff.learning.models.ModelWeights], dict[str, float]]:
     """Return a function that scores model weights on every test client with build_fed_eval."""
-    if not callable(model_fn):
-        raise TypeError('model_fn must be a no-argument function (or class) that returns a new '
-                        f'tff.learning.models.VariableModel, got {type(model_fn).__name__}.')
+    check_model_fn('model_fn', model_fn)
+    check_client_data('test_data', test_data)
+    check_int('batch_size', batch_size, minimum=1, example=100)
     eval_process = tff.learning.algorithms.build_fed_eval(model_fn, loop_implementation=LOOP_IMPLEMENTATION)
     initial_state = eval_process.initialize()
     test_datasets = make_federated_data(test_data, test_data.client_ids, batch_size=batch_size,
@@ -237,6 +244,17 @@ def train_resumable(process: tff.learning.templates.LearningProcess,
     if not isinstance(state_manager, tff.program.ProgramStateManager):
         raise TypeError('state_manager must be a tff.program.ProgramStateManager, for example '
                         f'tff.program.FileProgramStateManager(dir), got {type(state_manager).__name__}.')
+    check_client_data('train_data', train_data)
+    check_int('num_rounds', num_rounds, minimum=1)
+    check_seed('seed', seed)
+    if interrupt_after_round is not None:
+        check_int('interrupt_after_round', interrupt_after_round, minimum=1)
+    if evaluate is not None:
+        check_callable('evaluate', evaluate, 'a function of the model weights, or None')
+    if release_manager is not None and not isinstance(release_manager, tff.program.ReleaseManager):
+        raise TypeError('release_manager must be a tff.program.ReleaseManager (e.g. from '
+                        f'make_release_manager) or None, got {type(release_manager).__name__}.')
+    check_kwargs('preprocess_kwargs', preprocess_kwargs)
     schedule = sample_clients(list(train_data.client_ids), clients_per_round, num_rounds, seed)
     initial_state = process.initialize()
     # Refuses checkpoints of a run with other settings; remembers which rounds' metrics are released.

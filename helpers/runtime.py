@@ -66,8 +66,9 @@ def check_environment() -> None:
 
 def set_seeds(seed: int) -> None:
     """Seed Python's, NumPy's and TensorFlow's random generators with one call."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f'seed must be a non-negative int, got {seed!r}.')
+    from helpers._checks import check_int  # Here, not at the top: this module imports no NumPy early.
+
+    seed = check_int('seed', seed, minimum=0, maximum=2**32 - 1, example=0)  # NumPy's legacy limit.
     import numpy as np
     import tensorflow as tf
 
@@ -163,6 +164,10 @@ def make_interruptible(context) -> None:
     `SyncExecutionContext` object; it reads two private attributes of TFF 0.87's context
     (`_async_context`, `_async_runner`), which tests/test_runtime.py checks.
     """
+    if not (hasattr(context, '_async_context') and hasattr(context, '_async_runner')):
+        raise TypeError('context must be the SyncExecutionContext of '
+                        'tff.backends.native.create_sync_local_cpp_execution_context(), got '
+                        f'{type(context).__name__}.')
     async_context = context._async_context
     event_loop = context._async_runner._event_loop
 
@@ -191,12 +196,16 @@ def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computa
         # TF's C++ start-up notices (CUDA plugin registration on a CPU machine) are noise here.
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     check_environment()
-    if not isinstance(default_num_clients, int) or default_num_clients < 0:
-        raise ValueError(f'default_num_clients must be an int >= 0, got {default_num_clients!r}.')
-    if not isinstance(max_concurrent_computation_calls, int) or not (
-            max_concurrent_computation_calls == -1 or max_concurrent_computation_calls > 0):
+    from helpers._checks import check_bool, check_int  # After check_environment: needs NumPy.
+
+    seed = check_int('seed', seed, minimum=0, maximum=2**32 - 1, example=0)
+    default_num_clients = check_int('default_num_clients', default_num_clients, minimum=0, example=0)
+    max_concurrent_computation_calls = check_int(
+        'max_concurrent_computation_calls', max_concurrent_computation_calls, example=-1)
+    if not (max_concurrent_computation_calls == -1 or max_concurrent_computation_calls > 0):
         raise ValueError('max_concurrent_computation_calls must be a positive int, or -1 for no limit; '
-                         f'got {max_concurrent_computation_calls!r}.')
+                         f'got {max_concurrent_computation_calls}.')
+    check_bool('quiet', quiet)
     import tensorflow as tf
     import tensorflow_federated as tff
 

@@ -10,6 +10,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tqdm import tqdm
 
+from helpers._checks import (check_callable, check_client_data, check_client_ids, check_int,
+                             check_keras_builder, check_kwargs, check_seed)
 from helpers.data import make_federated_data, preprocess
 
 # How client work loops over a client's dataset. DATASET_ITERATOR gives bit-identical models to TFF's
@@ -21,6 +23,7 @@ LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_ITERATOR
 def pooled_test_dataset(test_data: tff.simulation.datasets.ClientData,
                         batch_size: int = 500) -> tf.data.Dataset:
     """Return every test client's examples as one unshuffled, batched dataset for central evaluation."""
+    check_client_data('test_data', test_data)
     return preprocess(test_data.create_tf_dataset_from_all_clients(), batch_size=batch_size,
                       shuffle_buffer=1)
 
@@ -28,11 +31,15 @@ def pooled_test_dataset(test_data: tff.simulation.datasets.ClientData,
 def make_keras_evaluator(keras_builder: Callable[[], tf.keras.Model], dataset: tf.data.Dataset
                          ) -> Callable[[tff.learning.models.ModelWeights], dict[str, float]]:
     """Return a function that scores global model weights on `dataset` (mean loss and accuracy)."""
+    check_keras_builder('keras_builder', keras_builder)
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError('dataset must be a tf.data.Dataset of batches, e.g. pooled_test_dataset(test_data), '
+                        f'got {type(dataset).__name__}.')
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction='sum')
     batches = list(dataset)  # The evaluation set is small: keep it in memory.
     if not batches:
-        raise ValueError('dataset must hold at least one batch of examples to evaluate on; got an '
-                         'empty dataset (check the test ClientData and the batch size).')
+        raise ValueError('dataset is empty: pass the batched evaluation examples, e.g. '
+                         'pooled_test_dataset(test_data).')
     cache: list[tf.keras.Model] = []
 
     def scoring_model(model_weights: tff.learning.models.ModelWeights) -> tf.keras.Model:
@@ -71,12 +78,10 @@ def make_keras_evaluator(keras_builder: Callable[[], tf.keras.Model], dataset: t
 def sample_clients(client_ids: list[str], clients_per_round: int, num_rounds: int,
                    seed: int = 0) -> list[list[str]]:
     """Return, for each round, `clients_per_round` distinct client ids drawn uniformly at random."""
-    if not 1 <= clients_per_round <= len(client_ids):
-        raise ValueError(f'clients_per_round must be between 1 and {len(client_ids)} (the number of '
-                         f'clients), got {clients_per_round}.')
-    if num_rounds < 1:
-        raise ValueError(f'num_rounds must be >= 1, got {num_rounds}.')
-    rng = np.random.default_rng(seed)
+    client_ids = check_client_ids('client_ids', client_ids)
+    check_int('clients_per_round', clients_per_round, minimum=1, maximum=len(client_ids))
+    check_int('num_rounds', num_rounds, minimum=1)
+    rng = np.random.default_rng(check_seed('seed', seed))
     return [list(rng.choice(client_ids, size=clients_per_round, replace=False))
             for _ in range(num_rounds)]
 
@@ -85,6 +90,9 @@ def round_datasets(train_data: tff.simulation.datasets.ClientData, client_ids: l
                    round_num: int, seed: int = 0, preprocess_kwargs: Mapping | None = None
                    ) -> list[tf.data.Dataset]:
     """Return round `round_num`'s client datasets, shuffled with that round's own seed."""
+    check_int('round_num', round_num, minimum=0)
+    check_seed('seed', seed)
+    check_kwargs('preprocess_kwargs', preprocess_kwargs)
     kwargs = dict(preprocess_kwargs or {})
     kwargs.setdefault('seed', seed + round_num)
     return make_federated_data(train_data, client_ids, **kwargs)
@@ -109,6 +117,11 @@ def train(process: tff.learning.templates.LearningProcess,
     if not isinstance(process, tff.learning.templates.LearningProcess):
         raise TypeError('process must be a tff.learning.templates.LearningProcess (for example from '
                         f'tff.learning.algorithms.build_weighted_fed_avg), got {type(process).__name__}.')
+    check_client_data('train_data', train_data)
+    for name, function in (('evaluate', evaluate), ('extra_metrics', extra_metrics)):
+        if function is not None:
+            check_callable(name, function, 'a function or None')
+    check_kwargs('preprocess_kwargs', preprocess_kwargs)
     rounds = sample_clients(list(train_data.client_ids), clients_per_round, num_rounds, seed)
     state = process.initialize() if state is None else state
     history: dict[str, list[float]] = collections.defaultdict(list)
@@ -124,7 +137,16 @@ def train(process: tff.learning.templates.LearningProcess,
             for name, value in extra_metrics(result.metrics).items():
                 history[name].append(float(value))
         if evaluate is not None:
-            for name, value in evaluate(process.get_model_weights(state)).items():
+            scores = evaluate(process.get_model_weights(state))
+            if not isinstance(scores, Mapping):
+                raise TypeError('evaluate must return a dict of metric name -> number, got '
+                                f'{type(scores).__name__}.')
+            for name, value in scores.items():
                 history[f'test_{name}'].append(float(value))
-            progress.set_postfix(test_accuracy=f"{history['test_accuracy'][-1]:.3f}")
+            # Show accuracy if `evaluate` reports it, else its first metric: never fail after a round.
+            shown = 'test_accuracy' if 'test_accuracy' in history else next(
+                (name for name in history if name.startswith('test_')), None)
+            if shown is not None:
+                progress.set_postfix({shown: f'{history[shown][-1]:.3f}'})
     return state, dict(history)
+

@@ -184,9 +184,9 @@ def test_quantile_outside_open_unit_interval_is_rejected(agg, quantile):
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(initial_norm=-1.0), 'initial_norm must be a positive'),
-    (dict(initial_norm=0.0), 'initial_norm must be a positive'),
-    (dict(learning_rate=0.0), 'learning_rate must be a positive'),
+    (dict(initial_norm=-1.0), 'initial_norm must be > 0'),
+    (dict(initial_norm=0.0), 'initial_norm must be > 0'),
+    (dict(learning_rate=0.0), 'learning_rate must be > 0'),
 ])
 def test_bad_estimator_settings_are_rejected(agg, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -198,9 +198,9 @@ def test_non_numeric_quantile_is_rejected(agg):
         agg.adaptive_clipping_norm('0.5')
 
 
-@pytest.mark.parametrize('bad', [0, -3, 2.5])
-def test_bad_sample_size_is_rejected(tff, agg, bad):
-    with pytest.raises(ValueError, match='max_samples'):
+@pytest.mark.parametrize('bad, error', [(0, ValueError), (-3, ValueError), (2.5, TypeError)])
+def test_bad_sample_size_is_rejected(tff, agg, bad, error):
+    with pytest.raises(error, match='max_samples'):
         agg.add_client_norm_samples(tff.aggregators.MeanFactory(), max_samples=bad)
 
 

@@ -300,7 +300,7 @@ def test_make_federated_data_keeps_order_and_rejects_unknown_ids(bundled):
     for client_id, dataset in zip(ids, datasets):
         expected = [int(e['label']) for e in train.create_tf_dataset_for_client(client_id)]
         assert next(iter(dataset))['y'].numpy().ravel().tolist() == expected
-    with pytest.raises(ValueError, match='Unknown client ids'):
+    with pytest.raises(ValueError, match='unknown client ids'):
         data.make_federated_data(train, ['nobody'])
 
 

@@ -139,7 +139,7 @@ def test_input_spec_matches_the_course_preprocessing():
         assert spec[key].is_compatible_with(dataset.element_spec[key])
 
 
-@pytest.mark.parametrize('kwargs', [dict(num_classes=1), dict(num_features=0)])
-def test_rejects_impossible_shapes(kwargs):
-    with pytest.raises(ValueError, match='num_classes'):
-        models.SoftmaxRegression(**kwargs)
+@pytest.mark.parametrize('name, value', [('num_classes', 1), ('num_features', 0)])
+def test_rejects_impossible_shapes(name, value):
+    with pytest.raises(ValueError, match=f'{name} must be an int >= '):
+        models.SoftmaxRegression(**{name: value})

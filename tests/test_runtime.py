@@ -85,7 +85,7 @@ def test_check_environment_explains_unsupported_platform(monkeypatch):
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(seed=-1), 'seed must be a non-negative int, got -1'),
+    (dict(seed=-1), 'seed must be an int between 0 and 4294967295, got -1'),
     (dict(default_num_clients=-2), 'default_num_clients must be an int >= 0, got -2'),
     (dict(max_concurrent_computation_calls=0), 'or -1 for no limit; got 0'),
     (dict(max_concurrent_computation_calls=-5), 'or -1 for no limit; got -5')])

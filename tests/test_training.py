@@ -81,5 +81,5 @@ def test_keras_evaluator_rejects_an_empty_dataset():
 
     empty = tf.data.Dataset.from_tensor_slices({'x': np.zeros((0, 784), np.float32),
                                                 'y': np.zeros((0, 1), np.int32)}).batch(5)
-    with pytest.raises(ValueError, match='dataset must hold at least one batch'):
+    with pytest.raises(ValueError, match='dataset is empty'):
         training.make_keras_evaluator(models.create_linear_model, empty)
