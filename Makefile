@@ -21,9 +21,9 @@ test: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/python -m pytest
 
 # A quick iteration target: the unit tests without the slow ones (the Binder simulation, marked
-# `slow`) and without executing the notebooks.
+# `slow`) and without executing the notebooks (nbval's, and those marked `notebooks`).
 test-quick: $(STAMP) $(LAB_SETTINGS)
-	$(BIN)/python -m pytest -m 'not slow' tests
+	$(BIN)/python -m pytest -m 'not slow and not notebooks' tests
 
 env: $(STAMP) $(LAB_SETTINGS)
 
