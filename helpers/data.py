@@ -318,7 +318,7 @@ def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int =
     return shuffle_and_batch(dataset.map(to_model_input), batch_size, num_epochs, shuffle_buffer, seed)
 
 
-MAX_CACHED_EXAMPLES = 100_000  # Per ClientData: about 300 MB of model input. The bundled data has 5,000.
+MAX_CACHED_EXAMPLES = 100_000  # Per ClientData, about 300 MB; clients beyond it are converted again.
 _model_input_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
