@@ -274,6 +274,22 @@ def load_federated_digits(source: str | None = None, *, verbose: bool = True
     return train, test
 
 
+def count_examples(dataset: tf.data.Dataset) -> int:
+    """Return the number of elements of `dataset`, counting them when its cardinality is unknown.
+
+    Bundled clients know their size; TFF's EMNIST clients read from SQLite report
+    `tf.data.UNKNOWN_CARDINALITY` (-2), so `cardinality()` alone would be silently wrong there.
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f'dataset must be a tf.data.Dataset, got {type(dataset).__name__}.')
+    known = int(dataset.cardinality())
+    if known >= 0:
+        return known
+    if known == tf.data.INFINITE_CARDINALITY:
+        raise ValueError('dataset is infinite (repeat() without a count); pass a finite dataset.')
+    return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+
+
 def client_arrays(client_data: tff.simulation.datasets.ClientData,
                   client_ids: Sequence[str] | None = None,
                   batch_size: int = 4096) -> dict[str, np.ndarray]:

@@ -108,6 +108,14 @@ def test_load_federated_digits_reads_the_standin_through_tff(emnist_env, capsys)
     assert pixels.min() >= 0.0 and pixels.max() == 1.0 and np.median(pixels) == 1.0  # white background
 
 
+def test_count_examples_counts_clients_whose_size_tff_does_not_know(emnist_env):
+    train, _ = data.load_federated_digits(verbose=False)
+    client_id = train.client_ids[0]
+    dataset = train.create_tf_dataset_for_client(client_id)
+    assert int(dataset.cardinality()) == -2  # tf.data.UNKNOWN_CARDINALITY: why the helper exists
+    assert data.count_examples(dataset) == emnist_env[1]['digits_only_train'][client_id]
+
+
 def test_home_still_selects_the_cache_folder(standin, tmp_path, monkeypatch):
     # Without FL_COURSE_EMNIST_DIR, TFF's default ~/.tff is used, and ~ follows HOME.
     (tmp_path / '.tff').mkdir()
