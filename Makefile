@@ -20,10 +20,10 @@ lab: $(STAMP) $(LAB_SETTINGS)
 test: $(STAMP) $(LAB_SETTINGS)
 	$(BIN)/python -m pytest
 
-# A quick iteration target: the unit tests without the slow ones (the Binder and Colab simulations, marked
-# `slow`) and without executing the notebooks.
+# A quick iteration target: the unit tests without the slow ones (the Binder and Colab simulations,
+# marked `slow`) and without executing the notebooks (nbval's, and those marked `notebooks`).
 test-quick: $(STAMP) $(LAB_SETTINGS)
-	$(BIN)/python -m pytest -m 'not slow' tests
+	$(BIN)/python -m pytest -m 'not slow and not notebooks' tests
 
 env: $(STAMP) $(LAB_SETTINGS)
 

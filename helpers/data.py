@@ -12,7 +12,9 @@ import collections
 import hashlib
 import os
 import socket
+import sqlite3
 import threading
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -157,25 +159,121 @@ def _host_reachable(host: str, port: int, timeout_s: float) -> bool:
     return bool(outcome and outcome[0])
 
 
+EMNIST_DIR_ENV_VAR = 'FL_COURSE_EMNIST_DIR'
+EMNIST_SPLITS = ('digits_only_train', 'digits_only_test')
+EMNIST_INDEX = 'fl_course_examples_by_client'
+
+
+class EmnistCacheError(RuntimeError):
+    """The cached EMNIST file is damaged or incomplete; the message names the file to delete."""
+
+
+def emnist_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the folder TFF caches EMNIST in: `cache_dir`, else $FL_COURSE_EMNIST_DIR, else ~/.tff."""
+    chosen = cache_dir if cache_dir is not None else os.environ.get(EMNIST_DIR_ENV_VAR) or None
+    return Path(chosen).expanduser() if chosen is not None else Path.home() / '.tff'
+
+
+def check_emnist_file(path: str | os.PathLike) -> None:
+    """Raise EmnistCacheError naming `path` unless it is a complete SQLite file in TFF's EMNIST format."""
+    path = Path(path)
+
+    def damaged(reason: str) -> EmnistCacheError:
+        return EmnistCacheError(
+            f'{path} is not a usable federated EMNIST file: {reason}. An interrupted download leaves such '
+            f'a file (TFF decompresses straight into this name). Delete it (rm "{path}") and load again '
+            'to download it afresh.')
+
+    # SQLite's file header (sqlite.org/fileformat.html): a magic string, the page size at offset 16
+    # and the number of pages at offset 28 (valid when offsets 24 and 92 agree). A file shorter than
+    # its header says is an interrupted download; sqlite3 only says "database disk image is malformed".
+    size = path.stat().st_size
+    with path.open('rb') as f:
+        header = f.read(100)
+    if size == 0:
+        raise damaged('it is empty')
+    if len(header) < 100 or not header.startswith(b'SQLite format 3\x00'):
+        raise damaged('it does not start with a complete SQLite header')
+    page_size = int.from_bytes(header[16:18], 'big')
+    page_size = 65536 if page_size == 1 else page_size
+    num_pages = int.from_bytes(header[28:32], 'big')
+    if header[24:28] == header[92:96] and size < page_size * num_pages:
+        raise damaged(f'it has {size:,} bytes, but its header says {page_size * num_pages:,}')
+    try:
+        connection = sqlite3.connect(f'{path.resolve().as_uri()}?mode=ro', uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = {'examples', 'client_metadata'} - tables
+            if missing:
+                raise damaged(f'it has no table {", ".join(sorted(missing))}')
+            counts = dict(connection.execute(
+                'SELECT split_name, COUNT(*) FROM client_metadata GROUP BY split_name').fetchall())
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise damaged(f'SQLite cannot read it ({error})') from error
+    empty = [split for split in EMNIST_SPLITS if not counts.get(split)]
+    if empty:
+        raise damaged(f'it lists no clients in the split {", ".join(empty)}')
+
+
+def index_emnist_file(path: str | os.PathLike) -> bool:
+    """Add an index on (client_id, split_name) to the EMNIST file unless it has one; return whether added.
+
+    TFF reads each client with `SELECT ... WHERE client_id = ... and split_name = ...`. Without an
+    index every such read scans the whole table: on a 45,000-digit stand-in (tests) 0.38 s per client,
+    against under 1 ms with the index, which took 0.3 s to build.
+    """
+    connection = sqlite3.connect(path, timeout=60.0)  # Waits while another kernel builds it.
+    try:
+        indexed = {row[2] for name, in connection.execute(
+                       "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'examples'")
+                   for row in connection.execute(f'PRAGMA index_info("{name}")') if row[0] == 0}
+        if 'client_id' in indexed:
+            return False
+        with connection:
+            connection.execute(f'CREATE INDEX IF NOT EXISTS {EMNIST_INDEX} ON examples (client_id, split_name)')
+        return True
+    finally:
+        connection.close()
+
+
 def load_emnist(cache_dir: str | os.PathLike | None = None, timeout_s: float = 5.0
                 ) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
-    """Return federated EMNIST digits (train, test), downloaded once to `cache_dir`; fails fast offline."""
+    """Return federated EMNIST digits (train, test), downloaded once to `emnist_cache_dir(cache_dir)`.
+
+    Fails fast offline, and names the file to delete when a cached file is damaged or incomplete.
+    """
     check_float('timeout_s', timeout_s, minimum=0, strict_minimum=True, hint='seconds, e.g. 5.0')
     if cache_dir is not None:
         check_path('cache_dir', cache_dir)
-    cache = Path(cache_dir) if cache_dir is not None else Path.home() / '.tff'
-    if not (cache / EMNIST_CACHE_FILE).is_file() and not _host_reachable(EMNIST_HOST, 443, timeout_s):
+    cache = emnist_cache_dir(cache_dir)
+    cached = cache / EMNIST_CACHE_FILE
+    if cached.is_file():
+        check_emnist_file(cached)
+    elif not _host_reachable(EMNIST_HOST, 443, timeout_s):
         raise ConnectionError(
             f'Real EMNIST is not cached in {cache} and {EMNIST_HOST} cannot be reached within '
             f'{timeout_s:g} s, so it cannot be downloaded. Use the bundled data (unset '
-            f'{SOURCE_ENV_VAR} or pass source="bundled"), or run once with a network connection.')
+            f'{SOURCE_ENV_VAR} or pass source="bundled"), or run once with a network connection '
+            f'(or set {EMNIST_DIR_ENV_VAR} to a folder holding {EMNIST_CACHE_FILE}).')
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60.0)  # A stalled download raises instead of hanging.
     try:
-        return tff.simulation.datasets.emnist.load_data(
-            only_digits=True, cache_dir=None if cache_dir is None else str(cache))
+        loaded = tff.simulation.datasets.emnist.load_data(only_digits=True, cache_dir=str(cache))
+    except sqlite3.DatabaseError as error:  # Damage the checks above cannot see without reading it all.
+        raise EmnistCacheError(f'SQLite cannot read {cached} ({error}). Delete it (rm "{cached}") and '
+                               'load again to download it afresh.') from error
     finally:
         socket.setdefaulttimeout(previous)
+    check_emnist_file(cached)  # A download that TFF just finished, checked the same way.
+    try:
+        if index_emnist_file(cached):
+            print(f'Indexed {cached} by client once, so that reading a client does not scan every digit.')
+    except sqlite3.Error as error:  # A read-only or busy file: everything works, only slower.
+        warnings.warn(f'Could not index {cached} by client ({error}); reading each client scans the '
+                      'whole file, which makes the notebooks much slower.', stacklevel=2)
+    return loaded
 
 
 def load_federated_digits(source: str | None = None, *, verbose: bool = True
@@ -197,6 +295,22 @@ def load_federated_digits(source: str | None = None, *, verbose: bool = True
         print(f'Data source: {what}; {len(train.client_ids)} train clients, '
               f'{len(test.client_ids)} test clients.')
     return train, test
+
+
+def count_examples(dataset: tf.data.Dataset) -> int:
+    """Return the number of elements of `dataset`, counting them when its cardinality is unknown.
+
+    Bundled clients know their size; TFF's EMNIST clients read from SQLite report
+    `tf.data.UNKNOWN_CARDINALITY` (-2), so `cardinality()` alone would be silently wrong there.
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f'dataset must be a tf.data.Dataset, got {type(dataset).__name__}.')
+    known = int(dataset.cardinality())
+    if known >= 0:
+        return known
+    if known == tf.data.INFINITE_CARDINALITY:
+        raise ValueError('dataset is infinite (repeat() without a count); pass a finite dataset.')
+    return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
 
 
 def client_arrays(client_data: tff.simulation.datasets.ClientData,
@@ -250,7 +364,7 @@ def preprocess(dataset: tf.data.Dataset, batch_size: int = 20, num_epochs: int =
     return shuffle_and_batch(dataset.map(to_model_input), batch_size, num_epochs, shuffle_buffer, seed)
 
 
-MAX_CACHED_EXAMPLES = 100_000  # Per ClientData: about 300 MB of model input. The bundled data has 5,000.
+MAX_CACHED_EXAMPLES = 100_000  # Per ClientData, about 300 MB; clients beyond it are converted again.
 _model_input_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -231,6 +231,19 @@ def test_a_hanging_connection_attempt_is_abandoned_in_time(monkeypatch):
     assert time.monotonic() - start < 3.0
 
 
+def test_count_examples_uses_or_computes_the_size(arrays, bundled):
+    train, _ = bundled
+    client_id = train.client_ids[0]
+    expected = int(np.sum((arrays['client'] == 0) & arrays['is_train']))
+    assert data.count_examples(train.create_tf_dataset_for_client(client_id)) == expected
+    unknown = tf.data.Dataset.range(7).filter(lambda x: x % 2 == 0)  # cardinality -2
+    assert data.count_examples(unknown) == 4
+    with pytest.raises(ValueError, match='infinite'):
+        data.count_examples(tf.data.Dataset.range(3).repeat())
+    with pytest.raises(TypeError, match='tf.data.Dataset'):
+        data.count_examples([1, 2, 3])
+
+
 def test_partition_iid_sizes_and_determinism():
     parts = data.partition_iid(1003, 10, seed=3)
     assert sorted(len(p) for p in parts) == [100] * 7 + [101] * 3
