@@ -4,7 +4,8 @@ Run from the repository root with the locked environment:  python data/build_own
 (`--out DIR` writes them elsewhere; the default is data/own_data/, where notebook 08 reads them).
 
 Both are made from the bundled federated digits (helpers/_data/federated_digits.npz), so they need no
-download, only `helpers` and Pillow:
+download. The script is not in the `helpers` wheel: take it from the repository. It needs the course
+environment (the lock and `helpers`; `helpers.data` imports TensorFlow Federated), not only Pillow:
 - `digits.csv`: the training digits of writers writer_000 to writer_005, one row per digit, in the
   layout of the popular MNIST CSV files: `writer`, `label`, then `pixel0` ... `pixel783` with
   0 = background and 255 = full ink (the bundled file stores the opposite, 255 = background).

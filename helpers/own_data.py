@@ -25,6 +25,9 @@ from helpers.data import NUM_CLASSES, client_arrays, partition_dirichlet
 IMAGE_SHAPE = (28, 28)
 PIXEL_COLUMNS = tuple(f'pixel{i}' for i in range(IMAGE_SHAPE[0] * IMAGE_SHAPE[1]))
 IMAGE_NAME = re.compile(r'^(?P<label>\d+)_(?P<number>\d+)\.png$')
+POOLED = 'pooled'  # The one client id of a CSV read with client_column=None.
+# An image whose border's median gray is below this has a dark background: light ink on black.
+DARK_BORDER = 128
 ELEMENT_SPEC = collections.OrderedDict(label=tf.TensorSpec([], tf.int32),
                                        pixels=tf.TensorSpec(list(IMAGE_SHAPE), tf.float32))
 
@@ -51,61 +54,71 @@ def client_data_from_arrays(pixels: np.ndarray, labels: np.ndarray,
     return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(client_ids, serializable_dataset_fn)
 
 
-def read_digits_csv(path: str | os.PathLike, client_column: str = 'writer', label_column: str = 'label',
+def read_digits_csv(path: str | os.PathLike, client_column: str | None = 'writer', label_column: str = 'label',
                     num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (pixels in [0, 1] with 1 = background, labels, owners) from a CSV of 0-255 ink values."""
+    # client_column=None: a file without a client column, read as one client, POOLED.
+    # Errors name the data row: 1 is the first row after the header; blank lines, which pandas skips,
+    # are not counted, so a row number stays right where a line number would not.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'No CSV file at {path} (argument `path`).')
-    table = pd.read_csv(path, dtype={client_column: str})
+    if client_column is not None and not isinstance(client_column, str):
+        raise TypeError(f'client_column must be a column name (str) or None, got {client_column!r}.')
+    table = pd.read_csv(path, dtype={} if client_column is None else {client_column: str})
     for column, argument in ((client_column, 'client_column'), (label_column, 'label_column')):
-        if column not in table.columns:
+        if column is not None and column not in table.columns:
             raise ValueError(f'{path.name} has no column {column!r} (argument `{argument}`); its first '
-                             f'columns are {list(table.columns[:5])}.')
+                             f'columns are {list(table.columns[:5])}. Without a client column pass '
+                             'client_column=None.')
     missing = [c for c in PIXEL_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f'{path.name} lacks {len(missing)} pixel columns, first {missing[0]!r}: a 28x28 '
                          "image needs columns 'pixel0' to 'pixel783'.")
     if table.empty:
         raise ValueError(f'{path.name} has a header but no rows.')
-    blank = table[client_column].isna() | (table[client_column].str.strip() == '')
-    if blank.any():
-        raise ValueError(f'{path.name}, line {int(np.argmax(blank)) + 2}: empty {client_column!r}, so the '
-                         'example belongs to no client. Fill it in or drop the row.')
+    if client_column is None:
+        owners = np.full(len(table), POOLED)
+    else:
+        blank = table[client_column].isna() | (table[client_column].str.strip() == '')
+        if blank.any():
+            raise ValueError(f'{path.name}, row {int(np.argmax(blank)) + 1}: empty {client_column!r}, so the '
+                             'example belongs to no client. Fill it in or drop the row.')
+        owners = table[client_column].to_numpy(dtype=str)
     labels = _integer_column(table, label_column, path)
     if labels.min() < 0 or labels.max() >= num_classes:
         bad = int(np.argmax((labels < 0) | (labels >= num_classes)))
-        raise ValueError(f'{path.name}, line {bad + 2}: label {labels[bad]} is outside 0..{num_classes - 1} '
+        raise ValueError(f'{path.name}, row {bad + 1}: label {labels[bad]} is outside 0..{num_classes - 1} '
                          f'(column {label_column!r}, argument `num_classes`={num_classes}).')
     ink = np.stack([_integer_column(table, c, path) for c in PIXEL_COLUMNS], axis=1)
     if ink.min() < 0 or ink.max() > 255:
         row, column = np.argwhere((ink < 0) | (ink > 255))[0]
-        raise ValueError(f'{path.name}, line {row + 2}, column {PIXEL_COLUMNS[column]!r}: '
+        raise ValueError(f'{path.name}, row {row + 1}, column {PIXEL_COLUMNS[column]!r}: '
                          f'{ink[row, column]} is not an ink value in 0..255.')
     pixels = (255 - ink).astype(np.float32).reshape((-1,) + IMAGE_SHAPE) / np.float32(255.0)
-    return pixels, labels.astype(np.int32), table[client_column].to_numpy(dtype=str)
+    return pixels, labels.astype(np.int32), owners
 
 
 def _integer_column(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """Return a CSV column as int64, or raise naming the first row that is not a whole number."""
+    """Return a CSV column as int64, or raise naming the first data row that is not a whole number."""
     values = pd.to_numeric(table[column], errors='coerce')
     bad = values.isna() | (values != np.round(values))
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
-        raise ValueError(f'{path.name}, line {row + 2}, column {column!r}: {table[column].iloc[row]!r} is '
+        raise ValueError(f'{path.name}, row {row + 1}, column {column!r}: {table[column].iloc[row]!r} is '
                          'not a whole number.')
     return values.to_numpy().astype(np.int64)
 
 
-def load_csv_client_data(path: str | os.PathLike, client_column: str = 'writer',
+def load_csv_client_data(path: str | os.PathLike, client_column: str | None = 'writer',
                          label_column: str = 'label') -> tff.simulation.datasets.ClientData:
-    """Return a ClientData from a digits CSV, one client per distinct value of `client_column`."""
+    """Return a ClientData from a digits CSV, one client per value of `client_column` (None: one client)."""
     return client_data_from_arrays(*read_digits_csv(path, client_column, label_column))
 
 
 def read_image_folder(folder: str | os.PathLike, num_classes: int = NUM_CLASSES
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (pixels, labels, owners) from `folder/<client>/<label>_<n>.png` grayscale images."""
+    """Return (pixels, labels, owners) from `folder/<client>/<label>_<n>.png` dark-on-white images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f'No folder at {folder} (argument `folder`).')
@@ -130,11 +143,27 @@ def read_image_folder(folder: str | os.PathLike, num_classes: int = NUM_CLASSES
                 if image.size != IMAGE_SHAPE[::-1]:
                     raise ValueError(f'{file} is {image.size[0]}x{image.size[1]} pixels; the model '
                                      f'needs {IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}. Resize it first.')
-                gray = np.asarray(image.convert('L'))  # 255 = white background.
+                gray = _opaque_gray(image, file)
+            border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+            if np.median(border) < DARK_BORDER:
+                raise ValueError(f'{file} has a dark background (median border gray {np.median(border):g} '
+                                 'of 255), but the course needs dark ink on white, 255 = background. '
+                                 'Invert it first, e.g. with PIL.ImageOps.invert.')
             pixels.append(gray.astype(np.float32) / np.float32(255.0))
             labels.append(label)
             owners.append(client_dir.name)
     return np.stack(pixels), np.array(labels, dtype=np.int32), np.array(owners, dtype=str)
+
+
+def _opaque_gray(image: Image.Image, file: Path) -> np.ndarray:
+    """Return an image as uint8 gray (255 = white), refusing any transparency, which 'L' would drop."""
+    if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
+        alpha = np.asarray(image.convert('RGBA'))[..., 3]
+        if alpha.min() < 255:
+            raise ValueError(f'{file} has transparent pixels (alpha down to {alpha.min()}); converting it '
+                             'to gray would drop the transparency and show what lies under it. Flatten '
+                             'it onto a white background first and save it without alpha.')
+    return np.asarray(image.convert('L'))
 
 
 def load_image_client_data(folder: str | os.PathLike) -> tff.simulation.datasets.ClientData:

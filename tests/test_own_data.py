@@ -99,15 +99,15 @@ def good_rows():
 
 
 @pytest.mark.parametrize('change, message', [
-    (lambda h, r: (h[:0] + h[1:], [row[1:] for row in r]), r"no column 'writer' \(argument `client_column`\)"),
+    (lambda h, r: (h[:0] + h[1:], [row[1:] for row in r]), r"no column 'writer' \(argument `client_column`\).*pass client_column=None"),
     (lambda h, r: (h[:-1], [row[:-1] for row in r]), r"lacks 1 pixel columns, first 'pixel783'"),
     (lambda h, r: (h, r[:1] + [[r[1][0], r[1][1]] + ['x'] + r[1][3:]] + r[2:]),
-     r"bad\.csv, line 3, column 'pixel0': 'x' is not a whole number"),
-    (lambda h, r: (h, [r[0][:1] + [2.5] + r[0][2:]] + r[1:]), r"line 2, column 'label': 2\.5 is not a whole"),
-    (lambda h, r: (h, r[:2] + [r[2][:1] + [10] + r[2][2:]] + r[3:]), r"line 4: label 10 is outside 0\.\.9"),
-    (lambda h, r: (h, r[:2] + [r[2][:1] + [-1] + r[2][2:]] + r[3:]), r"line 4: label -1 is outside 0\.\.9"),
-    (lambda h, r: (h, r[:3] + [r[3][:2] + [256] + r[3][3:]]), r"line 5, column 'pixel0': 256 is not an ink"),
-    (lambda h, r: (h, [[''] + r[0][1:]] + r[1:]), r"line 2: empty 'writer'"),
+     r"bad\.csv, row 2, column 'pixel0': 'x' is not a whole number"),
+    (lambda h, r: (h, [r[0][:1] + [2.5] + r[0][2:]] + r[1:]), r"row 1, column 'label': 2\.5 is not a whole"),
+    (lambda h, r: (h, r[:2] + [r[2][:1] + [10] + r[2][2:]] + r[3:]), r"row 3: label 10 is outside 0\.\.9"),
+    (lambda h, r: (h, r[:2] + [r[2][:1] + [-1] + r[2][2:]] + r[3:]), r"row 3: label -1 is outside 0\.\.9"),
+    (lambda h, r: (h, r[:3] + [r[3][:2] + [256] + r[3][3:]]), r"row 4, column 'pixel0': 256 is not an ink"),
+    (lambda h, r: (h, [[''] + r[0][1:]] + r[1:]), r"row 1: empty 'writer'"),
     (lambda h, r: (h, []), r'has a header but no rows'),
 ])
 def test_csv_validation_errors(own_data, tmp_path, good_rows, change, message):
@@ -125,6 +125,30 @@ def test_csv_missing_file_and_other_columns(own_data, tmp_path, good_rows):
         own_data.load_csv_client_data(path, client_column='owner')
     by_label = own_data.load_csv_client_data(path, client_column='label')
     assert by_label.client_ids == sorted({str(r[1]) for r in good_rows[1]})
+
+
+def test_csv_rows_are_counted_without_header_and_blank_lines(own_data, tmp_path, good_rows):
+    header, rows = good_rows
+    rows[2][1] = 12  # The third data row.
+    lines = [','.join(map(str, header)), ''] + [','.join(map(str, r)) for r in rows[:2]] + ['', '']
+    lines += [','.join(map(str, r)) for r in rows[2:]]
+    (tmp_path / 'gaps.csv').write_text('\n'.join(lines) + '\n')
+    assert (tmp_path / 'gaps.csv').read_text().splitlines()[6].split(',')[1] == '12'  # File line 7.
+    with pytest.raises(ValueError, match=r'gaps\.csv, row 3: label 12 is outside'):
+        own_data.load_csv_client_data(tmp_path / 'gaps.csv')
+
+
+def test_csv_without_client_column_is_one_pooled_client(own_data, tmp_path):
+    header, rows = read_csv_directly()
+    path = write_csv(tmp_path / 'no_writer.csv', header[1:], [r[1:] for r in rows])
+    pooled = own_data.load_csv_client_data(path, client_column=None)
+    assert pooled.client_ids == ['pooled']
+    pixels, labels = examples(pooled, 'pooled')
+    assert labels.tolist() == [r[1] for r in rows]
+    ink = np.array([r[2:] for r in rows], dtype=np.float64).reshape(-1, 28, 28)
+    np.testing.assert_allclose(pixels, 1.0 - ink / 255.0, atol=1e-6)
+    with pytest.raises(TypeError, match=r'client_column must be a column name \(str\) or None, got 0'):
+        own_data.load_csv_client_data(path, client_column=0)
 
 
 def small_folder(root: Path) -> Path:
@@ -172,6 +196,35 @@ def test_rgb_images_are_converted_to_gray(own_data, tmp_path):
     pixels, labels = examples(own_data.load_image_client_data(tmp_path / 'rgb'), 'a')
     assert labels.tolist() == [4]
     np.testing.assert_allclose(pixels, 200 / 255, atol=1e-6)
+
+
+def digit_image(mode: str, ink, background) -> Image.Image:
+    """Return a 28x28 image in `mode` of a filled square of `ink` on `background`."""
+    image = Image.new(mode, (28, 28), background)
+    image.paste(ink, (8, 8, 20, 20))
+    return image
+
+
+@pytest.mark.parametrize('image, message', [
+    (digit_image('L', 255, 0), r'7_0\.png has a dark background \(median border gray 0 of 255\).*Invert'),
+    (digit_image('RGB', (250, 250, 250), (20, 20, 20)), r'median border gray 20 of 255'),
+    (digit_image('RGBA', (0, 0, 0, 255), (0, 0, 0, 0)), r'7_0\.png has transparent pixels \(alpha down to 0\)'),
+    (digit_image('LA', (0, 255), (255, 100)), r'transparent pixels \(alpha down to 100\).*Flatten'),
+])
+def test_inverted_or_transparent_images_are_refused(own_data, tmp_path, image, message):
+    (tmp_path / 'imgs' / 'a').mkdir(parents=True)
+    image.save(tmp_path / 'imgs' / 'a' / '7_0.png')
+    with pytest.raises(ValueError, match=message):
+        own_data.load_image_client_data(tmp_path / 'imgs')
+
+
+def test_opaque_rgba_images_load_as_gray(own_data, tmp_path):
+    (tmp_path / 'imgs' / 'a').mkdir(parents=True)
+    digit_image('RGBA', (0, 0, 0, 255), (255, 255, 255, 255)).save(tmp_path / 'imgs' / 'a' / '7_0.png')
+    pixels, _ = examples(own_data.load_image_client_data(tmp_path / 'imgs'), 'a')
+    expected = np.ones((28, 28))
+    expected[8:20, 8:20] = 0.0
+    np.testing.assert_array_equal(pixels[0], expected)
 
 
 def test_from_arrays_rejects_mismatched_lengths(own_data):
