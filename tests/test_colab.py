@@ -251,6 +251,8 @@ def test_the_insertion_tool_puts_the_cell_before_the_setup_cell_once():
     from insert_colab_cell import insert_cell
 
     nb = nbformat.read(ROOT / 'notebooks' / '01_data_heterogeneity.ipynb', as_version=4)
+    # Start from the notebook as it was before the cell existed.
+    nb.cells = [c for c in nb.cells if not c.source.startswith(colab_bridge.MARKER)]
     setup_at = next(i for i, c in enumerate(nb.cells) if c.cell_type == 'code')
     assert insert_cell(nb)
     assert nb.cells[setup_at].source == colab_bridge.CELL
