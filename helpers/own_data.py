@@ -173,9 +173,10 @@ def read_image_folder(folder: str | os.PathLike, num_classes: int = NUM_CLASSES
 def _opaque_gray(image: Image.Image, file: Path) -> np.ndarray:
     """Return an image as uint8 gray (255 = white), refusing any transparency, which 'L' would drop."""
     if image.mode not in GRAY_MODES:
-        raise ValueError(f'{file} has Pillow mode {image.mode!r} (16-bit gray, for instance), which converts '
-                         f'to 8-bit gray wrongly; the loader reads modes {", ".join(GRAY_MODES)}. Save it '
-                         'as an 8-bit image first.')
+        raise ValueError(f'{file} has Pillow mode {image.mode!r}, which Pillow does not convert to 8-bit gray '
+                         f'faithfully (16-bit gray is clipped to white); the loader reads modes '
+                         f'{", ".join(GRAY_MODES)}. Save it as 8-bit first, for 16-bit gray '
+                         'Image.fromarray((np.asarray(image) // 257).astype(np.uint8)).')
     if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
         alpha = np.asarray(image.convert('RGBA'))[..., 3]
         if alpha.min() < 255:
@@ -210,5 +211,6 @@ def check_element_structure(client_data: tff.simulation.datasets.ClientData) -> 
         # Exact shapes: spec.is_compatible_with would let an unknown dimension (None) pass as 28.
         got = actual[key]
         if not isinstance(got, tf.TensorSpec) or got.shape != spec.shape or got.dtype != spec.dtype:
-            raise ValueError(f'Element {key!r} must be {spec}, got {got}. Fix unknown (None) dimensions '
-                             'in the dataset function, e.g. with tf.ensure_shape.')
+            unknown = isinstance(got, tf.TensorSpec) and not got.shape.is_fully_defined()
+            hint = ' Set its unknown (None) dimensions in the dataset function, e.g. with tf.ensure_shape.'
+            raise ValueError(f'Element {key!r} must be {spec}, got {got}.{hint if unknown else ""}')

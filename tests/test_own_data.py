@@ -245,8 +245,12 @@ def test_sixteen_bit_gray_is_refused_not_clipped(own_data, tmp_path):
     with Image.open(tmp_path / 'imgs' / 'a' / '7_0.png') as image:
         assert image.mode == 'I;16'  # Pillow reads it as 16-bit gray, which convert('L') clips to 255.
         assert np.asarray(image.convert('L')).min() == 255
-    with pytest.raises(ValueError, match=r"7_0\.png has Pillow mode 'I;16'.*Save it as an 8-bit image"):
+    with pytest.raises(ValueError, match=r"7_0\.png has Pillow mode 'I;16'.*clipped to white.*as 8-bit"):
         own_data.load_image_client_data(tmp_path / 'imgs')
+    with Image.open(tmp_path / 'imgs' / 'a' / '7_0.png') as image:  # The message's fix.
+        Image.fromarray((np.asarray(image) // 257).astype(np.uint8)).save(tmp_path / 'imgs' / 'a' / '7_0.png')
+    pixels, _ = examples(own_data.load_image_client_data(tmp_path / 'imgs'), 'a')
+    np.testing.assert_array_equal(pixels[0], gray / np.float32(255.0))
 
 
 @pytest.mark.parametrize('listing_order', [sorted, lambda paths: sorted(paths, reverse=True)])
@@ -278,7 +282,7 @@ def test_check_element_structure(own_data):
             ['a'], lambda cid: tf.data.Dataset.from_tensor_slices(collections.OrderedDict(**columns)))
 
     own_data.check_element_structure(make(label=np.int32([1]), pixels=np.ones((1, 28, 28), np.float32)))
-    with pytest.raises(ValueError, match=r"Element 'pixels' must be .*float32.*got .*uint8"):
+    with pytest.raises(ValueError, match=r"Element 'pixels' must be .*float32.*got .*uint8, name=None\)\.$"):
         own_data.check_element_structure(make(label=np.int32([1]), pixels=np.ones((1, 28, 28), np.uint8)))
     with pytest.raises(ValueError, match=r"Element 'pixels' must be .*shape=\(28, 28\).*got .*\(14, 14\)"):
         own_data.check_element_structure(make(label=np.int32([1]), pixels=np.ones((1, 14, 14), np.float32)))
@@ -298,6 +302,10 @@ def test_check_element_structure(own_data):
         with pytest.raises(ValueError, match=r"Element 'pixels' must be .*shape=\(28, 28\).*got .*shape="
                                              rf'{shown}.*tf\.ensure_shape'):
             own_data.check_element_structure(client_data)
+        # The hint works: tf.ensure_shape in the dataset function makes the shape known.
+        own_data.check_element_structure(client_data.preprocess(lambda dataset: dataset.map(
+            lambda e: collections.OrderedDict(label=e['label'],
+                                              pixels=tf.ensure_shape(e['pixels'], [28, 28])))))
     with pytest.raises(ValueError, match=r"keys \['label', 'pixels'\], got"):
         own_data.check_element_structure(make(y=np.int32([1]), x=np.ones((1, 28, 28), np.float32)))
 
