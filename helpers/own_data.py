@@ -28,6 +28,8 @@ IMAGE_NAME = re.compile(r'^(?P<label>\d+)_(?P<number>\d+)\.png$')
 POOLED = 'pooled'  # The one client id of a CSV read with client_column=None.
 # An image whose border's median gray is below this has a dark background: light ink on black.
 DARK_BORDER = 128
+# Pillow modes whose convert('L') gives the right 8-bit gray; 16-bit gray ('I;16', 'I') is clipped to 255.
+GRAY_MODES = ('1', 'L', 'P', 'RGB', 'RGBA', 'LA', 'PA')
 ELEMENT_SPEC = collections.OrderedDict(label=tf.TensorSpec([], tf.int32),
                                        pixels=tf.TensorSpec(list(IMAGE_SHAPE), tf.float32))
 
@@ -95,8 +97,21 @@ def read_digits_csv(path: str | os.PathLike, client_column: str | None = 'writer
         row, column = np.argwhere((ink < 0) | (ink > 255))[0]
         raise ValueError(f'{path.name}, row {row + 1}, column {PIXEL_COLUMNS[column]!r}: '
                          f'{ink[row, column]} is not an ink value in 0..255.')
-    pixels = (255 - ink).astype(np.float32).reshape((-1,) + IMAGE_SHAPE) / np.float32(255.0)
+    gray = (255 - ink).reshape((-1,) + IMAGE_SHAPE)
+    dark = np.array([_border_median(image) < DARK_BORDER for image in gray])
+    if dark.any():
+        row = int(np.argmax(dark))
+        raise ValueError(f'{path.name}, row {row + 1}: the border is mostly ink (median border ink '
+                         f'{255 - _border_median(gray[row]):g} of 255), so the file seems to store 255 = '
+                         'background. The CSV needs ink values, 0 = background: replace each pixel value '
+                         'v by 255 - v.')
+    pixels = gray.astype(np.float32) / np.float32(255.0)
     return pixels, labels.astype(np.int32), owners
+
+
+def _border_median(gray: np.ndarray) -> float:
+    """Return the median of the outermost pixels of a 2-D gray image (255 = white)."""
+    return float(np.median(np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])))
 
 
 def _integer_column(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
@@ -134,7 +149,8 @@ def read_image_folder(folder: str | os.PathLike, num_classes: int = NUM_CLASSES
         for file in files:
             if not IMAGE_NAME.match(file.name):
                 raise ValueError(f'{file}: expected a file named <label>_<n>.png, such as 7_0.png.')
-        for file in sorted(files, key=lambda p: int(IMAGE_NAME.match(p.name)['number'])):
+        # By number, then by name, so that ties such as 3_1.png and 3_01.png keep one order everywhere.
+        for file in sorted(files, key=lambda p: (int(IMAGE_NAME.match(p.name)['number']), p.name)):
             label = int(IMAGE_NAME.match(file.name)['label'])
             if label >= num_classes:
                 raise ValueError(f'{file}: label {label} is outside 0..{num_classes - 1} '
@@ -144,9 +160,8 @@ def read_image_folder(folder: str | os.PathLike, num_classes: int = NUM_CLASSES
                     raise ValueError(f'{file} is {image.size[0]}x{image.size[1]} pixels; the model '
                                      f'needs {IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}. Resize it first.')
                 gray = _opaque_gray(image, file)
-            border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-            if np.median(border) < DARK_BORDER:
-                raise ValueError(f'{file} has a dark background (median border gray {np.median(border):g} '
+            if _border_median(gray) < DARK_BORDER:
+                raise ValueError(f'{file} has a dark background (median border gray {_border_median(gray):g} '
                                  'of 255), but the course needs dark ink on white, 255 = background. '
                                  'Invert it first, e.g. with PIL.ImageOps.invert.')
             pixels.append(gray.astype(np.float32) / np.float32(255.0))
@@ -157,6 +172,11 @@ def read_image_folder(folder: str | os.PathLike, num_classes: int = NUM_CLASSES
 
 def _opaque_gray(image: Image.Image, file: Path) -> np.ndarray:
     """Return an image as uint8 gray (255 = white), refusing any transparency, which 'L' would drop."""
+    if image.mode not in GRAY_MODES:
+        raise ValueError(f'{file} has Pillow mode {image.mode!r}, which Pillow does not convert to 8-bit gray '
+                         f'faithfully (16-bit gray is clipped to white); the loader reads modes '
+                         f'{", ".join(GRAY_MODES)}. Save it as 8-bit first, for 16-bit gray '
+                         'Image.fromarray((np.asarray(image) // 257).astype(np.uint8)).')
     if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in image.info:
         alpha = np.asarray(image.convert('RGBA'))[..., 3]
         if alpha.min() < 255:
@@ -188,5 +208,9 @@ def check_element_structure(client_data: tff.simulation.datasets.ClientData) -> 
     if not isinstance(actual, collections.OrderedDict) or list(actual) != list(ELEMENT_SPEC):
         raise ValueError(f'Elements must be an OrderedDict with keys {list(ELEMENT_SPEC)}, got {actual}.')
     for key, spec in ELEMENT_SPEC.items():
-        if not spec.is_compatible_with(actual[key]) or actual[key].dtype != spec.dtype:
-            raise ValueError(f'Element {key!r} must be {spec}, got {actual[key]}.')
+        # Exact shapes: spec.is_compatible_with would let an unknown dimension (None) pass as 28.
+        got = actual[key]
+        if not isinstance(got, tf.TensorSpec) or got.shape != spec.shape or got.dtype != spec.dtype:
+            unknown = isinstance(got, tf.TensorSpec) and not got.shape.is_fully_defined()
+            hint = ' Set its unknown (None) dimensions in the dataset function, e.g. with tf.ensure_shape.'
+            raise ValueError(f'Element {key!r} must be {spec}, got {got}.{hint if unknown else ""}')

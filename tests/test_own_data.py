@@ -117,6 +117,16 @@ def test_csv_validation_errors(own_data, tmp_path, good_rows, change, message):
         own_data.load_csv_client_data(path)
 
 
+def test_csv_with_255_as_background_is_refused(own_data, tmp_path, good_rows):
+    header, rows = good_rows
+    assert all(v == 0 for v in rows[1][2:2 + 28])  # The bundled row's top edge is background, ink 0.
+    rows[1] = rows[1][:2] + [255 - v for v in rows[1][2:]]  # The second data row stored inverted.
+    path = write_csv(tmp_path / 'white_ink.csv', header, rows)
+    with pytest.raises(ValueError, match=r'white_ink\.csv, row 2: the border is mostly ink \(median border '
+                                         r'ink 255 of 255\).*replace each pixel value v by 255 - v'):
+        own_data.load_csv_client_data(path)
+
+
 def test_csv_missing_file_and_other_columns(own_data, tmp_path, good_rows):
     with pytest.raises(FileNotFoundError, match=r'No CSV file at .*nowhere\.csv \(argument `path`\)'):
         own_data.load_csv_client_data(tmp_path / 'nowhere.csv')
@@ -227,6 +237,35 @@ def test_opaque_rgba_images_load_as_gray(own_data, tmp_path):
     np.testing.assert_array_equal(pixels[0], expected)
 
 
+def test_sixteen_bit_gray_is_refused_not_clipped(own_data, tmp_path):
+    (tmp_path / 'imgs' / 'a').mkdir(parents=True)
+    gray = np.full((28, 28), 255, np.uint8)
+    gray[8:20, 8:20] = 42
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / 'imgs' / 'a' / '7_0.png')
+    with Image.open(tmp_path / 'imgs' / 'a' / '7_0.png') as image:
+        assert image.mode == 'I;16'  # Pillow reads it as 16-bit gray, which convert('L') clips to 255.
+        assert np.asarray(image.convert('L')).min() == 255
+    with pytest.raises(ValueError, match=r"7_0\.png has Pillow mode 'I;16'.*clipped to white.*as 8-bit"):
+        own_data.load_image_client_data(tmp_path / 'imgs')
+    with Image.open(tmp_path / 'imgs' / 'a' / '7_0.png') as image:  # The message's fix.
+        Image.fromarray((np.asarray(image) // 257).astype(np.uint8)).save(tmp_path / 'imgs' / 'a' / '7_0.png')
+    pixels, _ = examples(own_data.load_image_client_data(tmp_path / 'imgs'), 'a')
+    np.testing.assert_array_equal(pixels[0], gray / np.float32(255.0))
+
+
+@pytest.mark.parametrize('listing_order', [sorted, lambda paths: sorted(paths, reverse=True)])
+def test_equal_numbers_are_ordered_by_name(own_data, tmp_path, monkeypatch, listing_order):
+    (tmp_path / 'imgs' / 'a').mkdir(parents=True)
+    for name in ('3_1.png', '5_01.png', '2_0.png', '4_001.png'):
+        Image.new('L', (28, 28), 255).save(tmp_path / 'imgs' / 'a' / name)
+    # The order the file system lists a folder in must not matter: try it sorted and reversed.
+    iterdir = Path.iterdir
+    monkeypatch.setattr(Path, 'iterdir', lambda self: iter(listing_order(iterdir(self))))
+    _, labels = examples(own_data.load_image_client_data(tmp_path / 'imgs'), 'a')
+    # Numbers 0, 1, 1, 1; the three 1s by name: '3_1.png' < '4_001.png' < '5_01.png'.
+    assert labels.tolist() == [2, 3, 4, 5]
+
+
 def test_from_arrays_rejects_mismatched_lengths(own_data):
     with pytest.raises(ValueError, match=r'non-empty and of one length, got 2, 1 and 2'):
         own_data.client_data_from_arrays(np.ones((2, 28, 28)), [1], ['a', 'b'])
@@ -243,10 +282,30 @@ def test_check_element_structure(own_data):
             ['a'], lambda cid: tf.data.Dataset.from_tensor_slices(collections.OrderedDict(**columns)))
 
     own_data.check_element_structure(make(label=np.int32([1]), pixels=np.ones((1, 28, 28), np.float32)))
-    with pytest.raises(ValueError, match=r"Element 'pixels' must be .*float32.*got .*uint8"):
+    with pytest.raises(ValueError, match=r"Element 'pixels' must be .*float32.*got .*uint8, name=None\)\.$"):
         own_data.check_element_structure(make(label=np.int32([1]), pixels=np.ones((1, 28, 28), np.uint8)))
     with pytest.raises(ValueError, match=r"Element 'pixels' must be .*shape=\(28, 28\).*got .*\(14, 14\)"):
         own_data.check_element_structure(make(label=np.int32([1]), pixels=np.ones((1, 14, 14), np.float32)))
+
+    def declared(pixels_shape):
+        """Return a ClientData of one 32x32 example whose pixels are declared with `pixels_shape`."""
+        signature = collections.OrderedDict(label=tf.TensorSpec([], tf.int32),
+                                            pixels=tf.TensorSpec(pixels_shape, tf.float32))
+        example = collections.OrderedDict(label=np.int32(1), pixels=np.ones((32, 32), np.float32))
+        return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(['a'], lambda cid: (
+            tf.data.Dataset.from_generator(lambda: iter([example]), output_signature=signature)))
+
+    for shape, shown in (([None, None], r'\(None, None\)'), (None, r'<unknown>')):
+        client_data = declared(shape)
+        pixels_spec = client_data.element_type_structure['pixels']
+        assert tf.TensorSpec([28, 28], tf.float32).is_compatible_with(pixels_spec)  # The old check passed.
+        with pytest.raises(ValueError, match=r"Element 'pixels' must be .*shape=\(28, 28\).*got .*shape="
+                                             rf'{shown}.*tf\.ensure_shape'):
+            own_data.check_element_structure(client_data)
+        # The hint works: tf.ensure_shape in the dataset function makes the shape known.
+        own_data.check_element_structure(client_data.preprocess(lambda dataset: dataset.map(
+            lambda e: collections.OrderedDict(label=e['label'],
+                                              pixels=tf.ensure_shape(e['pixels'], [28, 28])))))
     with pytest.raises(ValueError, match=r"keys \['label', 'pixels'\], got"):
         own_data.check_element_structure(make(y=np.int32([1]), x=np.ones((1, 28, 28), np.float32)))
 
