@@ -50,7 +50,8 @@ def time_notebook(path: Path) -> dict:
     began = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - began
-    setup = next(c for c in nb.cells if c.cell_type == 'code')
+    # The setup cell is the one that calls runtime.setup (the Colab set-up cell, a no-op here, comes first).
+    setup = next(c for c in nb.cells if c.cell_type == 'code' and 'runtime.setup(' in c.source)
     probe = next(o for o in nb.cells[-1].outputs if o.get('name') == 'stdout')['text']
     memory = json.loads(probe.split('SUITE_TIME_PROBE', 1)[1])
     return {'wall_s': round(wall, 1),
