@@ -215,5 +215,7 @@ def test_notebook_runs_on_emnist(emnist_env, path, tmp_path):
     NotebookClient(nb, timeout=1200, kernel_name='python3', record_timing=False,
                    resources={'metadata': {'path': str(folder)}}).execute()
     printed = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
-    assert 'federated EMNIST digits' in printed, 'the notebook loaded the stand-in, not the bundled data'
+    if any('load_federated_digits(' in c.source for c in nb.cells if c.cell_type == 'code'):
+        # Notebooks on the course's digits must load the stand-in (08 reads its own example files).
+        assert 'federated EMNIST digits' in printed, 'the notebook loaded the bundled data, not the stand-in'
     print(f'{path.name} ran on the EMNIST stand-in in {time.perf_counter() - began:.0f} s')
