@@ -218,3 +218,67 @@ def test_interrupting_cells_leaves_tff_usable():
         assert error is None and out.strip() == 'True'
     finally:
         kernel.close()
+
+
+def _keras_tff_model():
+    """Return a TFF model wrapping the course's linear Keras model (TFF's `_KerasModel`)."""
+    import collections
+
+    import tensorflow as tf
+
+    from helpers import models
+
+    spec = collections.OrderedDict(x=tf.TensorSpec([None, 784], tf.float32),
+                                   y=tf.TensorSpec([None, 1], tf.int32))
+    return models.make_model_fn(models.create_linear_model, spec)()
+
+
+def _raw_bound(method):
+    """Return the bound method TF 2.14 keeps inside a tf.function method: bound to a TfMethodTarget."""
+    from tensorflow.python.util import tf_decorator
+
+    _, raw = tf_decorator.unwrap(method)
+    assert type(raw.__self__).__name__ == 'TfMethodTarget'  # Not bound to the model itself.
+    return raw
+
+
+def test_tf_function_method_reached_through_its_raw_binding_sees_its_model(tff_runtime):
+    """Issue 14: a raw call ran TFF's reset_metrics with self = TF's stand-in, not the model."""
+    import numpy as np
+    import tensorflow as tf
+
+    runtime.forward_method_target_attributes()
+    model = _keras_tff_model()
+    rng = np.random.default_rng(0)
+    batch = {'x': tf.constant(rng.random((5, 784), dtype=np.float32)),
+             'y': tf.constant(rng.integers(0, 10, (5, 1)), dtype=tf.int32)}
+    model.forward_pass(batch)
+    counted = model.report_local_unfinalized_metrics()
+    assert counted['num_examples'][0].numpy() == 5  # The metrics saw the batch.
+    raw_report = _raw_bound(model.report_local_unfinalized_metrics)()  # Failed before the fix.
+    assert list(raw_report) == list(counted)
+    for name in counted:
+        np.testing.assert_array_equal([v.numpy() for v in raw_report[name]],
+                                      [v.numpy() for v in counted[name]])
+    _raw_bound(model.reset_metrics)()  # Failed before the fix with "... attribute 'get_metrics'".
+    after = model.report_local_unfinalized_metrics()
+    assert all(np.all(v.numpy() == 0) for values in after.values() for v in values)
+
+
+def test_raw_binding_keeps_its_own_attributes_and_names_a_collected_model(tff_runtime):
+    """The stand-in's own attributes stay its own; a collected model gives an error that says so."""
+    import gc
+    import weakref
+
+    runtime.forward_method_target_attributes()
+    model = _keras_tff_model()
+    raw = _raw_bound(model.reset_metrics)
+    stand_in = raw.__self__
+    assert stand_in.target is model
+    assert not hasattr(stand_in, '__tf_tracing_type__')  # Dunder lookups are not forwarded.
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+    with pytest.raises(AttributeError, match='garbage-collected.*keep a reference'):
+        raw()
