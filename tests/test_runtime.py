@@ -282,3 +282,26 @@ def test_raw_binding_keeps_its_own_attributes_and_names_a_collected_model(tff_ru
     assert alive() is None
     with pytest.raises(AttributeError, match='garbage-collected.*keep a reference'):
         raw()
+
+
+def test_fedavg_builds_when_tffs_metric_methods_are_reached_raw(tff_runtime, monkeypatch):
+    """Issue 14 on demand: the build traces reset_metrics through its raw binding, as it failed."""
+    import importlib.util
+
+    import tensorflow_federated as tff
+    from tensorflow.python.autograph.impl import api
+
+    from helpers import models, training
+
+    spec = importlib.util.spec_from_file_location('trigger', ROOT / 'tools' / 'issue14_raw_method_call.py')
+    trigger = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trigger)
+    monkeypatch.setattr(api, 'converted_call', trigger.raw_calling(api.converted_call))
+    runtime.forward_method_target_attributes()
+    model_fn = models.make_model_fn(models.create_linear_model, _keras_tff_model().input_spec)
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.5),
+        loop_implementation=training.LOOP_IMPLEMENTATION)  # Raised AttributeError before the fix.
+    train_metrics = process.next.type_signature.result.metrics.member.client_work['train']
+    # make_model_fn's accuracy, then the three metrics TFF adds to every Keras model.
+    assert list(tff.structure.name_list(train_metrics)) == ['accuracy', 'loss', 'num_examples', 'num_batches']
