@@ -42,6 +42,7 @@ from helpers import runtime  # noqa: E402
 runtime.setup(seed=0)
 # tensor_encoding's bit packer warns about temporary memory each time it is traced; harmless here.
 logging.getLogger().addFilter(lambda record: 'b/161433177' not in record.getMessage())
+runtime.skip_autograph('tensorflow_model_optimization')  # As notebook 07 does: tracing is faster.
 
 import tensorflow_federated as tff  # noqa: E402
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te  # noqa: E402

@@ -22,6 +22,7 @@ import asyncio
 import atexit
 import ctypes
 import gc
+import importlib.util
 import os
 import platform
 import random
@@ -192,6 +193,34 @@ def forward_method_target_attributes() -> None:
     from tensorflow.python.eager.polymorphic_function import tf_method_target
 
     tf_method_target.TfMethodTarget.__getattr__ = _method_target_getattr
+
+
+def skip_autograph(package: str) -> None:
+    """Stop AutoGraph from rewriting the source of `package`'s functions when TF traces them (idempotent).
+
+    On a function's first trace AutoGraph parses and rewrites its Python source so that `if`, `for`
+    and `while` on tensors become TF control flow; for tensor_encoding's encoders that costs seconds
+    per new encoder. A package that writes its control flow as `tf.cond` and `tf.while_loop`, as
+    tensor_encoding does, needs no rewriting. TF has no public switch per package: this prepends a
+    rule to AutoGraph's own list, `tensorflow/python/autograph/core/config.py` (`CONVERSION_RULES`,
+    read on every conversion by `autograph/impl/conversion.py`), as TF's own tests do.
+    """
+    if not isinstance(package, str):
+        raise TypeError("package must be a top-level package name as a str, e.g. "
+                        f"'tensorflow_model_optimization', got {type(package).__name__}.")
+    if not package.isidentifier() or importlib.util.find_spec(package) is None:
+        raise ValueError("package must name an installed top-level package, e.g. "
+                         f"'tensorflow_model_optimization'; got {package!r}.")
+    if package in ('tensorflow_federated', 'keras'):
+        raise ValueError(f'package must not be {package!r}: its functions rely on AutoGraph (for '
+                         'example Python loops over datasets); pass a package written with tf.cond '
+                         "and tf.while_loop, e.g. 'tensorflow_model_optimization'.")
+    from tensorflow.python.autograph.core import config
+
+    if any(isinstance(rule, config.DoNotConvert) and rule._prefix == package
+           for rule in config.CONVERSION_RULES):
+        return
+    config.CONVERSION_RULES = (config.DoNotConvert(package),) + tuple(config.CONVERSION_RULES)
 
 
 def make_interruptible(context) -> None:

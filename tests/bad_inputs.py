@@ -418,6 +418,13 @@ ROWS = [
     Row('setup seed=str', lambda c: _r().setup(seed='0'), TypeError, r'seed'),
     Row('setup quiet=str', lambda c: _r().setup(quiet='no'), TypeError, r'quiet', harmless=True),
     Row('make_interruptible None', lambda c: _r().make_interruptible(None), TypeError, r'context'),
+    Row('skip_autograph None', lambda c: _r().skip_autograph(None), TypeError, r'package'),
+    Row('skip_autograph missing package', lambda c: _r().skip_autograph('no_such_package_xyz'),
+        ValueError, r'package.*installed'),
+    Row('skip_autograph dotted', lambda c: _r().skip_autograph('tensorflow_model_optimization.python'),
+        ValueError, r'package.*top-level'),
+    Row('skip_autograph tensorflow_federated', lambda c: _r().skip_autograph('tensorflow_federated'),
+        ValueError, r'package.*AutoGraph'),
     # --- clipped_fedavg --------------------------------------------------------------------------
     Row('check_clip_norm 1e-46', lambda c: _cf().check_clip_norm(TINY), ValueError,
         r'clip_norm.*float32', issue=True),
