@@ -317,7 +317,8 @@ def test_fedavg_builds_when_tffs_metric_methods_are_reached_raw(tff_runtime, mon
 
 
 def test_skip_autograph_leaves_encodings_unchanged_and_skips_the_rewrite():
-    """tensor_encoding encodes the same bytes without AutoGraph, and AutoGraph no longer converts it."""
+    """tensor_encoding encodes the same bytes without AutoGraph (random ones too, from one seed), and
+    AutoGraph no longer converts it."""
     script = textwrap.dedent("""
         import sys
         sys.path.insert(0, sys.argv[1])
@@ -333,10 +334,14 @@ def test_skip_autograph_leaves_encodings_unchanged_and_skips_the_rewrite():
         spec = tf.TensorSpec(x.shape, tf.float32)
 
         def encode():
-            encoder = te.encoders.as_simple_encoder(
-                te.encoders.uniform_quantization(3, stochastic=False), spec)
-            encoded, _ = encoder.encode(x, encoder.initial_state())
-            return {k: v.numpy() for k, v in encoded.items()}
+            encodings = {}
+            for name, make in (('uniform', lambda: te.encoders.uniform_quantization(3, stochastic=False)),
+                               ('rotated', lambda: te.encoders.hadamard_quantization(2))):
+                tf.random.set_seed(0)  # The rotation and stochastic rounding draw from it.
+                encoder = te.encoders.as_simple_encoder(make(), spec)
+                encoded, _ = encoder.encode(x, encoder.initial_state())
+                encodings.update({f'{name}/{k}': v.numpy() for k, v in encoded.items()})
+            return encodings
 
         probe = simple_encoder.SimpleEncoder.__init__
         before_allowlisted = conversion.is_allowlisted(probe)
