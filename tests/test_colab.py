@@ -81,6 +81,13 @@ def streams(outputs) -> list[tuple[str, str]]:
     return [(c['name'], c['text']) for kind, c in outputs if kind == 'stream']
 
 
+def result(outputs) -> str:
+    """Return the text of the cell's result; fail showing every output if there is none."""
+    results = [c['data']['text/plain'] for kind, c in outputs if kind == 'execute_result']
+    assert len(results) == 1, f'expected one result, got these outputs: {outputs}'
+    return results[0]
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f'/proc/{pid}/stat') as stat:
@@ -139,7 +146,7 @@ def test_an_error_shows_the_course_kernels_traceback(front):
 
 def test_interrupting_the_cell_interrupts_the_course_kernel(front):
     _, outputs = front.run('import os\ncourse_pid = os.getpid()\ncourse_pid')
-    course_pid = outputs[0][1]['data']['text/plain']
+    course_pid = result(outputs)
     started = time.monotonic()
     reply, outputs = front.run("import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
                                "print('not reached')", interrupt_after='sleeping')
@@ -147,7 +154,7 @@ def test_interrupting_the_cell_interrupts_the_course_kernel(front):
     assert reply['status'] == 'error' and reply['ename'] == 'KeyboardInterrupt'
     assert streams(outputs) == [('stdout', 'sleeping\n')], 'the cell stopped in its sleep'
     reply, outputs = front.run('course_pid')
-    assert outputs[0][1]['data']['text/plain'] == course_pid, 'the same course kernel goes on'
+    assert result(outputs) == course_pid, 'the same course kernel goes on'
 
 
 def test_after_interrupting_a_tff_computation_the_next_one_runs(front):
@@ -164,7 +171,7 @@ def test_after_interrupting_a_tff_computation_the_next_one_runs(front):
 
 def test_magics_are_run_by_the_course_kernel(front):
     _, outputs = front.run('%time value = 3\nvalue')
-    assert outputs[-1][1]['data']['text/plain'] == '3'
+    assert result(outputs) == '3'
     assert any('Wall time' in text for _, text in streams(outputs))
 
 
@@ -184,7 +191,7 @@ def test_a_dead_course_kernel_is_reported_with_what_to_do(front):
 def test_the_course_kernel_dies_with_the_front_kernel(tmp_path):
     kernel = Front(tmp_path)
     _, outputs = kernel.run('import os; os.getpid()')
-    course_pid = int(outputs[0][1]['data']['text/plain'])
+    course_pid = int(result(outputs))
     os.kill(kernel.pid, signal.SIGKILL)  # As a runtime restart ends Colab's kernel.
     deadline = time.monotonic() + 10
     while alive(course_pid) and time.monotonic() < deadline:
