@@ -144,6 +144,24 @@ def test_an_error_shows_the_course_kernels_traceback(front):
     assert 'colab_bridge' not in traceback, 'the bridge\'s own frames are not shown'
 
 
+def test_the_cell_after_an_error_runs(front):
+    """A kernel skips execute requests that arrive just after a failed cell unless told not to."""
+    # The bridge raises when the error arrives, before the course kernel has finished the cell; a
+    # hook that keeps it busy for 0.5 s after every cell makes the next cell always arrive in time
+    # to be skipped (before the fix, 13 of 30 were skipped even without it, under load).
+    reply, _ = front.run('import time\n_hold = lambda result: time.sleep(0.5)\n'
+                         "get_ipython().events.register('post_run_cell', _hold)")
+    assert reply['status'] == 'ok'
+    try:
+        for i in range(3):
+            reply, _ = front.run('1 / 0')
+            assert reply['status'] == 'error'
+            reply, outputs = front.run(f'{i} + 1')
+            assert reply['status'] == 'ok' and result(outputs) == str(i + 1)
+    finally:
+        front.run("get_ipython().events.unregister('post_run_cell', _hold)")
+
+
 def test_interrupting_the_cell_interrupts_the_course_kernel(front):
     _, outputs = front.run('import os\ncourse_pid = os.getpid()\ncourse_pid')
     course_pid = result(outputs)
