@@ -196,11 +196,13 @@ def forward_method_target_attributes() -> None:
 
 
 def skip_autograph(package: str) -> None:
-    """Stop AutoGraph from rewriting the source of `package`'s functions when TF traces them (idempotent).
+    """Stop AutoGraph rewriting the functions of `package` that a tf.function calls (idempotent).
 
-    On a function's first trace AutoGraph parses and rewrites its Python source so that `if`, `for`
-    and `while` on tensors become TF control flow; for tensor_encoding's encoders that costs seconds
-    per new encoder. A package that writes its control flow as `tf.cond` and `tf.while_loop`, as
+    When a tf.function is first traced, AutoGraph parses and rewrites the Python source of the
+    functions it calls so that `if`, `for` and `while` on tensors become TF control flow (a
+    tf.function's own body is converted regardless: `autograph/impl/api.py` skips the rules for it).
+    Conversions are cached per function, but notebook 07 still spent seconds in them for
+    tensor_encoding. A package that writes its control flow as `tf.cond` and `tf.while_loop`, as
     tensor_encoding does, needs no rewriting. TF has no public switch per package: this prepends a
     rule to AutoGraph's own list, `tensorflow/python/autograph/core/config.py` (`CONVERSION_RULES`,
     read on every conversion by `autograph/impl/conversion.py`), as TF's own tests do.
