@@ -19,6 +19,9 @@ def find_dp_clip(aggregator_metrics: Mapping) -> float:
         raise TypeError("aggregator_metrics must be a round's metrics['aggregator'] (a dict), got "
                         f'{type(aggregator_metrics).__name__}.')
     if 'dp_query_metrics' in aggregator_metrics:
+        if 'clip' not in aggregator_metrics['dp_query_metrics']:
+            raise KeyError("aggregator_metrics['dp_query_metrics'] has no 'clip': a fixed clip "
+                           '(gaussian_fixed) is not reported, it is the clip you passed.')
         return float(aggregator_metrics['dp_query_metrics']['clip'])
     if 'zeroing' in aggregator_metrics:  # tff.learning.dp_aggregator's default zeroing wraps it.
         return find_dp_clip(aggregator_metrics['zeroing'])
