@@ -62,14 +62,15 @@ def dp_fedavg_epsilon(noise_multiplier: float, clients_per_round: int, populatio
 
 
 def deployment_for_epsilon(target_epsilon: float, noise_on_mean: float, num_rounds: int,
-                           populations: Sequence[int], delta_times_population: float = 0.1
-                           ) -> list[dict]:
-    """Return, per population, the smallest Poisson-sampled cohort that keeps epsilon <= target_epsilon.
+                           populations: Sequence[int], delta_times_population: float = 0.1,
+                           sampling: str = 'poisson') -> list[dict]:
+    """Return, per population, the smallest cohort that keeps epsilon <= target_epsilon under `sampling`.
 
     Fixed: the noise std on the averaged update in units of the clip, `noise_on_mean` =
     noise_multiplier / cohort (what the model sees), the rounds, and delta = delta_times_population /
     population. A larger cohort therefore gets a proportionally larger noise multiplier. A row's
-    cohort is None when even the whole population per round is not enough.
+    cohort is None when even the whole population per round is not enough. The search assumes that
+    epsilon falls as the cohort grows (the larger noise multiplier wins over the higher sampling rate).
     """
     target_epsilon = check_float('target_epsilon', target_epsilon, minimum=0, strict_minimum=True,
                                  hint='e.g. 10.0')
@@ -83,13 +84,16 @@ def deployment_for_epsilon(target_epsilon: float, noise_on_mean: float, num_roun
         raise TypeError(f'populations must be a non-empty list of ints, e.g. [1_000, 100_000], got '
                         f'{populations!r}.')
     populations = [check_int('populations', n, minimum=1, example=1000) for n in populations]
+    if sampling not in SAMPLING:
+        raise ValueError(f'sampling must be one of {SAMPLING}, got {sampling!r}.')
 
     rows = []
     for population in populations:
         delta = delta_times_population / population
 
         def epsilon(cohort: int) -> float:
-            return dp_fedavg_epsilon(noise_on_mean * cohort, cohort, population, num_rounds, delta)
+            return dp_fedavg_epsilon(noise_on_mean * cohort, cohort, population, num_rounds, delta,
+                                     sampling=sampling)
 
         row = dict(population=population, cohort=None, noise_multiplier=None, sampling_rate=None,
                    delta=delta, epsilon=None)
@@ -97,13 +101,16 @@ def deployment_for_epsilon(target_epsilon: float, noise_on_mean: float, num_roun
             # Epsilon falls as the cohort grows (more noise on the sum, at a higher sampling rate):
             # double the cohort until it meets the target, then bisect for the smallest that does.
             high = 1
-            while epsilon(high) > target_epsilon:
+            while (high_epsilon := epsilon(high)) > target_epsilon:
                 high = min(2 * high, population)
             low = high // 2  # Too small (or 0): the loop passed it.
             while high - low > 1:
                 middle = (low + high) // 2
-                low, high = (low, middle) if epsilon(middle) <= target_epsilon else (middle, high)
+                if (middle_epsilon := epsilon(middle)) <= target_epsilon:
+                    high, high_epsilon = middle, middle_epsilon
+                else:
+                    low = middle
             row.update(cohort=high, noise_multiplier=noise_on_mean * high, sampling_rate=high / population,
-                       epsilon=epsilon(high))
+                       epsilon=high_epsilon)
         rows.append(row)
     return rows

@@ -585,6 +585,8 @@ ROWS = [
         ValueError, r'populations'),
     Row('deployment_for_epsilon delta_times_population 1', lambda c: _pr().deployment_for_epsilon(
         10.0, 0.02, 10, [1000], delta_times_population=1.0), ValueError, r'delta_times_population'),
+    Row('deployment_for_epsilon sampling', lambda c: _pr().deployment_for_epsilon(
+        10.0, 0.02, 10, [1000], sampling='uniform'), ValueError, r'sampling'),
 ]
 
 # Inputs that must be accepted (NumPy scalars where plain numbers work), with what they must return.

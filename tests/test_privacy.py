@@ -118,3 +118,15 @@ def test_deployment_rows_are_the_smallest_cohorts_that_meet_the_target():
         assert row['noise_multiplier'] == pytest.approx(0.02 * m)
         assert row['epsilon'] <= 5.0
         assert privacy.dp_fedavg_epsilon(0.02 * (m - 1), m - 1, n, 10, 0.1 / n) > 5.0
+
+
+def test_fixed_size_deployment_rows_are_the_smallest_fixed_size_cohorts():
+    rows = privacy.deployment_for_epsilon(10.0, noise_on_mean=0.025, num_rounds=6,
+                                          populations=[120, 10_000], sampling='fixed_size')
+    for row in rows:
+        n, m = row['population'], row['cohort']
+        assert row['epsilon'] == pytest.approx(privacy.dp_fedavg_epsilon(
+            0.025 * m, m, n, 6, 0.1 / n, sampling='fixed_size')) and row['epsilon'] <= 10.0
+        assert privacy.dp_fedavg_epsilon(0.025 * (m - 1), m - 1, n, 6, 0.1 / n, sampling='fixed_size') > 10.0
+        # The same noise on the mean meets the target with a smaller Poisson-sampled cohort.
+        assert m > privacy.deployment_for_epsilon(10.0, 0.025, 6, [n])[0]['cohort']
