@@ -11,4 +11,5 @@ aggregators    - clipping aggregators that report the clipping norm and client-u
 client_weights - processes that return every client's update; local weights, similarity, export
 compression    - per-variable encoders, byte-counting encoded aggregation and broadcast
 own_data       - your own CSV or image folder as ClientData, validated; Dirichlet re-partition
+privacy        - DP-FedAvg: the DP clip in the metrics, epsilon with dp_accounting, cohort for a target epsilon
 """

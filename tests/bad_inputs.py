@@ -164,6 +164,11 @@ def _co():
     return compression
 
 
+def _pr():
+    from helpers import privacy
+    return privacy
+
+
 def _tff():
     import tensorflow_federated as tff
     return tff
@@ -552,10 +557,52 @@ ROWS = [
         _m().create_linear_model, c.sgd, c.sgd, c.encoder_fn, c.encoder_fn),
         TypeError, r'model_fn.*Keras builder'),
     Row('bytes_per_round {}', lambda c: _co().bytes_per_round({}), KeyError, r'distributor'),
+    # --- privacy (notebook 09) -----------------------------------------------------------------------
+    Row('find_dp_clip list', lambda c: _pr().find_dp_clip([0.1]), TypeError, r'aggregator_metrics'),
+    Row('find_dp_clip no DP measurements', lambda c: _pr().find_dp_clip({'clipping_norm': 1.0}),
+        KeyError, r'aggregator_metrics.*dp_query_metrics'),
+    Row('dp_fedavg_epsilon noise -1', lambda c: _pr().dp_fedavg_epsilon(-1.0, 10, 120, 10, 1e-3),
+        ValueError, r'noise_multiplier'),
+    Row('dp_fedavg_epsilon noise NaN', lambda c: _pr().dp_fedavg_epsilon(NAN, 10, 120, 10, 1e-3),
+        ValueError, r'noise_multiplier'),
+    Row('dp_fedavg_epsilon noise str', lambda c: _pr().dp_fedavg_epsilon('1', 10, 120, 10, 1e-3),
+        TypeError, r'noise_multiplier'),
+    Row('dp_fedavg_epsilon cohort > population', lambda c: _pr().dp_fedavg_epsilon(1.0, 200, 120, 10, 1e-3),
+        ValueError, r'clients_per_round'),
+    Row('dp_fedavg_epsilon cohort 2.5', lambda c: _pr().dp_fedavg_epsilon(1.0, 2.5, 120, 10, 1e-3),
+        TypeError, r'clients_per_round'),
+    Row('dp_fedavg_epsilon population 0', lambda c: _pr().dp_fedavg_epsilon(1.0, 10, 0, 10, 1e-3),
+        ValueError, r'population'),
+    Row('dp_fedavg_epsilon rounds 0', lambda c: _pr().dp_fedavg_epsilon(1.0, 10, 120, 0, 1e-3),
+        ValueError, r'num_rounds'),
+    Row('dp_fedavg_epsilon delta 0', lambda c: _pr().dp_fedavg_epsilon(1.0, 10, 120, 10, 0.0),
+        ValueError, r'delta'),
+    Row('dp_fedavg_epsilon delta 1', lambda c: _pr().dp_fedavg_epsilon(1.0, 10, 120, 10, 1.0),
+        ValueError, r'delta'),
+    Row('dp_fedavg_epsilon sampling', lambda c: _pr().dp_fedavg_epsilon(1.0, 10, 120, 10, 1e-3, 'uniform'),
+        ValueError, r'sampling'),
+    Row('deployment_for_epsilon target 0', lambda c: _pr().deployment_for_epsilon(0.0, 0.02, 10, [1000]),
+        ValueError, r'target_epsilon'),
+    Row('deployment_for_epsilon noise_on_mean inf', lambda c: _pr().deployment_for_epsilon(10.0, INF, 10, [1000]),
+        ValueError, r'noise_on_mean'),
+    Row('deployment_for_epsilon rounds 2.0', lambda c: _pr().deployment_for_epsilon(10.0, 0.02, 2.0, [1000]),
+        TypeError, r'num_rounds'),
+    Row('deployment_for_epsilon populations int', lambda c: _pr().deployment_for_epsilon(10.0, 0.02, 10, 1000),
+        TypeError, r'populations'),
+    Row('deployment_for_epsilon populations []', lambda c: _pr().deployment_for_epsilon(10.0, 0.02, 10, []),
+        TypeError, r'populations'),
+    Row('deployment_for_epsilon population 0', lambda c: _pr().deployment_for_epsilon(10.0, 0.02, 10, [0]),
+        ValueError, r'populations'),
+    Row('deployment_for_epsilon delta_times_population 1', lambda c: _pr().deployment_for_epsilon(
+        10.0, 0.02, 10, [1000], delta_times_population=1.0), ValueError, r'delta_times_population'),
+    Row('deployment_for_epsilon sampling', lambda c: _pr().deployment_for_epsilon(
+        10.0, 0.02, 10, [1000], sampling='uniform'), ValueError, r'sampling'),
 ]
 
 # Inputs that must be accepted (NumPy scalars where plain numbers work), with what they must return.
 ACCEPTED = [
+    ('dp_fedavg_epsilon NumPy scalars', lambda c: _pr().dp_fedavg_epsilon(
+        np.float32(1.0), np.int64(120), np.int64(120), np.int32(1), np.float64(1e-3)) > 0, True),
     ('check_clip_norm np.float32', lambda c: _cf().check_clip_norm(np.float32(0.5)), 0.5),
     ('constant_norm_process np.float32', lambda c: type(_a().constant_norm_process(np.float32(2.0))).__name__,
      'EstimationProcess'),
