@@ -294,6 +294,17 @@ def start_workers(count: int, *, max_concurrent_computation_calls: int = -1,
     started = [_LocalWorker(max_concurrent_computation_calls, grpc_max_message_length_megabytes)
                for _ in range(count)]
     _state['local'].extend(started)
+    import grpc
+
+    for worker in started:  # Return once every worker answers (each takes about a second).
+        channel = grpc.insecure_channel(worker.address)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        except grpc.FutureTimeoutError:
+            raise RuntimeError(f'The worker started at {worker.address} did not answer within 60 s.'
+                               ) from None
+        finally:
+            channel.close()
     return [worker.address for worker in started]
 
 

@@ -1,10 +1,12 @@
 """Scaling out (notebook 10): client datasets built inside the workers from files, and round timing.
 
 A round of the examples path sends every client's preprocessed examples from Python to the worker.
-The ids path sends only a client id and a shuffle seed per client: the worker opens the client's
-TFRecord file (written once by `write_client_files`) and builds the batches itself, with the same
-pipeline (`data.to_model_input`, then `data.shuffle_and_batch`) the examples path runs in Python.
-The teaching copies of `parse_example` and `client_dataset_from_file` are in the core of
+The ids path sends only a client id and a shuffle seed per client: the worker reads the client's
+file (written once by `write_client_files`, already in the model's input format) and shuffles and
+batches it as `data.shuffle_and_batch` does in Python. The files hold whole arrays rather than one
+record per example, so that building a dataset needs no `Dataset.map`: a map function costs the
+worker several milliseconds per client and call (measured in benchmarks/multiworker.py's notes).
+The teaching copies of `parse_client_file` and `client_dataset_from_file` are in the core of
 notebooks/10_scaling_out.ipynb; tests/test_notebooks.py keeps them identical.
 """
 
@@ -21,47 +23,48 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers import data
+from helpers import data, models
 from helpers._checks import check_client_data, check_client_ids, check_int, check_path, check_seed
 
-ID_AND_SEED = collections.OrderedDict(client_id=tf.string, seed=tf.int64)
+ID_AND_SEED = collections.OrderedDict(client_id=np.str_, seed=np.int64)
 
 
 def write_client_files(client_data: tff.simulation.datasets.ClientData,
                        directory: str | os.PathLike) -> dict[str, str]:
-    """Write each client's examples to a TFRecord file of its own in `directory`; return id -> path."""
+    """Write each client's examples, as model input, to a file of its own in `directory`; return id -> path.
+
+    A file holds one serialized `tf.train.Example` with the client's whole `x` (float32, [n, 784]) and
+    `y` (int32, [n, 1]) as raw bytes: what the examples path sends every round, written once.
+    """
     check_client_data('client_data', client_data)
     check_path('directory', directory)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
     for number, client_id in enumerate(client_data.client_ids):
-        path = directory / f'client_{number:05d}.tfrecord'  # Ids may hold characters paths cannot.
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for element in client_data.create_tf_dataset_for_client(client_id):
-                pixels = element['pixels'].numpy().astype(np.float32)
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    'pixels': tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels.tobytes()])),
-                    'label': tf.train.Feature(int64_list=tf.train.Int64List(
-                        value=[int(element['label'])]))}))
-                writer.write(example.SerializeToString())
+        arrays = data.client_model_input(client_data, client_id)
+        example = tf.train.Example(features=tf.train.Features(feature={
+            key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[arrays[key].tobytes()]))
+            for key in ('x', 'y')}))
+        path = directory / f'client_{number:05d}.example'  # Ids may hold characters paths cannot.
+        path.write_bytes(example.SerializeToString())
         paths[client_id] = str(path)
     return paths
 
 
-def parse_example(record: tf.Tensor) -> collections.OrderedDict:
-    """Return one serialized client example as the raw element: label (int32), pixels (28x28 float32)."""
-    features = tf.io.parse_single_example(record, {
-        'label': tf.io.FixedLenFeature([], tf.int64),
-        'pixels': tf.io.FixedLenFeature([], tf.string)})
+def parse_client_file(content: tf.Tensor) -> collections.OrderedDict:
+    """Return a client file's content as its model input: x (float32, [n, 784]), y (int32, [n, 1])."""
+    features = tf.io.parse_single_example(content, {
+        'x': tf.io.FixedLenFeature([], tf.string),
+        'y': tf.io.FixedLenFeature([], tf.string)})
     return collections.OrderedDict(
-        label=tf.cast(features['label'], tf.int32),
-        pixels=tf.reshape(tf.io.decode_raw(features['pixels'], tf.float32), [28, 28]))
+        x=tf.reshape(tf.io.decode_raw(features['x'], tf.float32), [-1, models.NUM_PIXELS]),
+        y=tf.reshape(tf.io.decode_raw(features['y'], tf.int32), [-1, 1]))
 
 
 def client_dataset_from_file(path: tf.Tensor) -> tf.data.Dataset:
-    """Return the raw dataset of the client whose TFRecord file is at `path` (a string tensor)."""
-    return tf.data.TFRecordDataset(path).map(parse_example)
+    """Return the examples of the client whose file is at `path` (a string tensor), one per element."""
+    return tf.data.Dataset.from_tensor_slices(parse_client_file(tf.io.read_file(path)))
 
 
 def file_client_data(client_files: Mapping[str, str]) -> tff.simulation.datasets.ClientData:
@@ -97,7 +100,7 @@ def dataset_computation(client_data: tff.simulation.datasets.ClientData, *, batc
         # The computation is traced in a graph of its own: give it the kernel's global seed, so that
         # `shuffle(seed=...)` draws the order the examples path draws in Python.
         tf.random.set_seed(global_seed)
-        dataset = raw_dataset_fn(client_id).map(data.to_model_input).repeat(num_epochs)
+        dataset = raw_dataset_fn(client_id).repeat(num_epochs)
         if shuffle_buffer > 1:  # As data.shuffle_and_batch does, with the seed as a tensor.
             dataset = dataset.shuffle(shuffle_buffer, seed=seed)
         return dataset.batch(batch_size)
@@ -157,3 +160,29 @@ def fit_fixed_and_per_client(clients: Sequence[int], seconds: Sequence[float]) -
 def median(values: Sequence[float]) -> float:
     """Return the median of `values` (a thin wrapper so notebooks need not import statistics)."""
     return float(statistics.median(values))
+
+
+def argument_bytes(value, type_spec) -> int:
+    """Return the size in bytes of `value` serialized as TFF sends it to a worker (one CreateValue)."""
+    return int(tff.framework.serialize_value(value, type_spec)[0].ByteSize())
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Return the local addresses on which some process listens on TCP `port` (Linux /proc/net)."""
+    port = check_int('port', port, minimum=1, maximum=65535, example=8000)
+    found = []
+    for table, width in (('/proc/net/tcp', 8), ('/proc/net/tcp6', 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(':')
+            if state == '0A' and int(hex_port, 16) == port:  # 0A: LISTEN.
+                if address == '0' * width:
+                    found.append('0.0.0.0 (every IPv4 interface)' if width == 8
+                                 else ':: (every interface)')
+                else:
+                    found.append(address)
+    return found

@@ -25,6 +25,7 @@ def setting(tff_runtime, tmp_path_factory):
         models.make_model_fn(models.create_linear_model, SPEC),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+        loop_implementation=training.LOOP_IMPLEMENTATION,
         model_aggregator=tff.aggregators.clipping_factory(0.5, tff.aggregators.MeanFactory()))
     files = scaling.write_client_files(train, tmp_path_factory.mktemp('clients'))
     ids_process = scaling.ids_process(
@@ -33,16 +34,17 @@ def setting(tff_runtime, tmp_path_factory):
     runtime.use_context(None)
 
 
-def test_files_hold_every_example_unchanged(setting):
+def test_files_hold_every_example_as_model_input(setting):
     train, _, _, files = setting
     from_files = scaling.file_client_data(files)
     assert from_files.client_ids == sorted(train.client_ids)
     for client_id in train.client_ids[:5]:
-        expected = list(train.create_tf_dataset_for_client(client_id).as_numpy_iterator())
+        raw = list(train.create_tf_dataset_for_client(client_id).as_numpy_iterator())
         got = list(from_files.create_tf_dataset_for_client(client_id).as_numpy_iterator())
-        assert len(got) == len(expected) > 0
-        for a, b in zip(got, expected):
-            assert a['label'] == b['label'] and np.array_equal(a['pixels'], b['pixels'])
+        assert len(got) == len(raw) > 0
+        for a, b in zip(got, raw):  # x = 1 - pixels, flattened (1 = ink); y = [label].
+            assert a['y'].tolist() == [b['label']]
+            assert np.array_equal(a['x'], 1.0 - b['pixels'].reshape(-1))
 
 
 def test_ids_path_trains_the_same_model_as_the_examples_path(setting):
