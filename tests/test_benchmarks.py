@@ -70,3 +70,29 @@ def test_plain_round_matches_tff_build_weighted_fed_avg(tff_runtime, datasets):
     plain = plain_fedavg.make_plain_round(0.1)(zeros, datasets)
     for got, want in zip(plain, tff_weights):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_multiworker_benchmark_runs_and_reports_its_keys():
+    """benchmarks/multiworker.py, at tiny settings: every key of issue 16, and the models match."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'multiworker.py'), '--clients', '3', '6',
+         '--rounds', '1', '--workers', '2'], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ('clients_per_round', 'round_s_default', 'round_s_mergeable_1', 'round_s_mergeable_n',
+                'workers', 'mergeable_overhead', 'max_weight_difference', 'round_s_ids',
+                'projected_speedup_8_hosts'):
+        assert key in report, key
+    assert report['clients_per_round'] == 6 and report['workers'] == 2
+    assert report['max_weight_difference'] < 1e-5
+    assert report['mergeable_overhead'] == pytest.approx(
+        report['round_s_mergeable_1'] / report['round_s_default'], rel=0.01)
+    assert report['client_bytes_ids'] < report['client_bytes_examples'] / 100
+    breakdown = report['mergeable_breakdown_s']['mergeable_n']['calls_per_round']
+    assert breakdown == {'up_to_merge': 2, 'merge': 1, 'after_merge': 1}  # Two sub-rounds, one merge.
