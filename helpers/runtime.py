@@ -321,6 +321,8 @@ def _threaded(context):
             self.runner = async_utils.AsyncThreadRunner()
 
         async def invoke(self, comp, arg):
+            if id(comp) in _lean_after_merge and arg is not None:
+                arg = _without_client_values(arg, comp.type_signature.parameter)
             future = asyncio.run_coroutine_threadsafe(
                 self.inner.invoke(comp, arg), self.runner._event_loop)
             return await asyncio.wrap_future(future)
@@ -330,6 +332,55 @@ def _threaded(context):
             _cancel_all_tasks(self.runner._event_loop)
 
     return ThreadedContext()
+
+
+_lean_after_merge: set[int] = set()
+
+
+def _server_only(type_spec) -> bool:
+    """Return whether `type_spec` holds no value placed at the clients (except all-equal ones)."""
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.core.impl.types import type_analysis
+
+    return type_analysis.contains_only(type_spec, lambda t: not isinstance(
+        t, tff.FederatedType) or t.all_equal or t.placement is not tff.CLIENTS)
+
+
+def _without_client_values(value, type_spec):
+    """Return `value` with every non-all-equal CLIENTS-placed part replaced by no clients at all."""
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.common_libs import structure
+
+    if isinstance(type_spec, tff.FederatedType):
+        return [] if type_spec.placement is tff.CLIENTS and not type_spec.all_equal else value
+    if isinstance(type_spec, tff.StructType) and isinstance(value, structure.Struct):
+        elements = structure.to_elements(value)
+        return structure.Struct([(name, _without_client_values(v, t))
+                                 for (name, v), t in zip(elements, type_spec)])
+    return value
+
+
+def _make_after_merge_lean(context) -> None:
+    """Stop the mergeable context from sending the clients' data again to *after merge*.
+
+    TFF's *after merge* computation takes the call's argument again (the first sub-round's share).
+    When a computation's result is placed at the server only, every aggregation is in *up to merge*,
+    so nothing after it can use the clients' values: they are replaced by no clients. The threaded
+    contexts of `remote_contexts` apply it to the computations registered here.
+    """
+    pipeline = context._compiler_pipeline
+    compile_form = pipeline.compile
+
+    def compile_and_register(comp):
+        form = compile_form(comp)
+        after_merge = form.after_merge
+        parameter = after_merge.type_signature.parameter
+        if (_server_only(after_merge.type_signature.result) and parameter is not None
+                and len(parameter) == 2):  # (original argument, merge result).
+            _lean_after_merge.add(id(after_merge))
+        return form
+
+    pipeline.compile = compile_and_register
 
 
 def _cancel_all_tasks(event_loop) -> None:
@@ -442,6 +493,7 @@ def use_context(workers: int | None = None):
             addresses = [worker.address for worker in _state['local'][:workers]]
             context = tff.backends.native.create_mergeable_comp_execution_context(
                 remote_contexts(addresses))
+            _make_after_merge_lean(context)
             _make_mergeable_interruptible(context)
             _state['mergeable'][workers] = context
     tff.framework.get_context_stack().set_default_context(context)
