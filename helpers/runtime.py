@@ -368,6 +368,8 @@ def _make_after_merge_lean(context) -> None:
     so nothing after it can use the clients' values: they are replaced by no clients. The threaded
     contexts of `remote_contexts` apply it to the computations registered here.
     """
+    import tensorflow_federated as tff
+
     pipeline = context._compiler_pipeline
     compile_form = pipeline.compile
 
@@ -375,8 +377,9 @@ def _make_after_merge_lean(context) -> None:
         form = compile_form(comp)
         after_merge = form.after_merge
         parameter = after_merge.type_signature.parameter
-        if (_server_only(after_merge.type_signature.result) and parameter is not None
-                and len(parameter) == 2):  # (original argument, merge result).
+        if (_server_only(after_merge.type_signature.result)
+                and isinstance(parameter, tff.StructType) and len(parameter) == 2):
+            # (original argument, merge result); a computation without argument has no first part.
             _lean_after_merge.add(id(after_merge))
         return form
 
