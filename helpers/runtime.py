@@ -16,11 +16,15 @@ since TFF stops its worker with SIGINT and then waits forever: a kernel started 
 (`cmd &` in a script) would pass that on and hang at the next `setup()` or at exit.
 
 Scaling out (notebook 10): `start_workers(n)` starts n more workers on loopback ports, with the same
-guards; `remote_contexts(addresses)` builds one asynchronous TFF context per worker address on
-`tff.framework.RemoteExecutor`, each on its own thread (TFF 0.87's RemoteExecutor makes blocking gRPC
-calls inside its coroutines, so contexts that share one event loop run one after another); and
-`use_context(workers)` switches between TFF's default single-worker context and the mergeable context
-over that many workers. `setup(workers=n)` does both at once.
+guards; `remote_context(address)` builds an asynchronous TFF context for one worker address on
+`tff.framework.RemoteExecutor` (TFF 0.87 has no public function for it); `mergeable_context(addresses)`
+builds TFF's mergeable context over such contexts with the course's two additions: each context runs
+on a thread of its own (TFF 0.87's RemoteExecutor makes blocking gRPC calls inside its coroutines, so
+contexts that share one event loop run one after another), and *after merge* is not sent clients'
+data it cannot use. `use_context(workers)` switches between TFF's default single-worker context and
+that mergeable context over that many workers. `setup(workers=n)` does both at once. The teaching
+copies of `remote_context` and `mergeable_context` are in notebooks/10_scaling_out.ipynb;
+tests/test_notebooks.py keeps them identical.
 """
 
 from __future__ import annotations
@@ -308,30 +312,33 @@ def start_workers(count: int, *, max_concurrent_computation_calls: int = -1,
     return [worker.address for worker in started]
 
 
-def _threaded(context):
-    """Wrap an async TFF context so that its calls run on an event loop (thread) of its own."""
+def _course_context(context, threaded: bool):
+    """Wrap an async TFF context: lean *after merge* calls and, if `threaded`, a thread of its own."""
     import tensorflow_federated as tff
     from tensorflow_federated.python.common_libs import async_utils
 
-    class ThreadedContext(tff.framework.AsyncContext):
-        """An async context whose `invoke` runs on its own thread, so blocking gRPC calls overlap."""
+    class CourseContext(tff.framework.AsyncContext):
+        """An async context that leaves out clients' data *after merge* cannot use; maybe threaded."""
 
         def __init__(self):
             self.inner = context
-            self.runner = async_utils.AsyncThreadRunner()
+            self.runner = async_utils.AsyncThreadRunner() if threaded else None
 
         async def invoke(self, comp, arg):
             if id(comp) in _lean_after_merge and arg is not None:
                 arg = _without_client_values(arg, comp.type_signature.parameter)
+            if self.runner is None:  # As TFF's own contexts: a blocking call holds the shared loop.
+                return await self.inner.invoke(comp, arg)
             future = asyncio.run_coroutine_threadsafe(
                 self.inner.invoke(comp, arg), self.runner._event_loop)
             return await asyncio.wrap_future(future)
 
         def cancel_all(self) -> None:
-            """Cancel every task on this context's loop (each stops at its next await)."""
-            _cancel_all_tasks(self.runner._event_loop)
+            """Cancel every task on this context's own loop (each stops at its next await)."""
+            if self.runner is not None:
+                _cancel_all_tasks(self.runner._event_loop)
 
-    return ThreadedContext()
+    return CourseContext()
 
 
 _lean_after_merge: set[int] = set()
@@ -365,8 +372,8 @@ def _make_after_merge_lean(context) -> None:
 
     TFF's *after merge* computation takes the call's argument again (the first sub-round's share).
     When a computation's result is placed at the server only, every aggregation is in *up to merge*,
-    so nothing after it can use the clients' values: they are replaced by no clients. The threaded
-    contexts of `remote_contexts` apply it to the computations registered here.
+    so nothing after it can use the clients' values: they are replaced by no clients. The contexts
+    of `remote_context` apply it to the computations registered here.
     """
     import tensorflow_federated as tff
 
@@ -395,58 +402,74 @@ def _cancel_all_tasks(event_loop) -> None:
     event_loop.call_soon_threadsafe(cancel)
 
 
-def remote_contexts(addresses: list[str], *, threaded: bool = True) -> list:
-    """Return one async TFF context per worker address ('host:port') over `tff.framework.RemoteExecutor`."""
+def _check_address(address) -> None:
+    """Raise unless `address` is a 'host:port' string with a port in 1-65535."""
+    host, _, port = address.rpartition(':') if isinstance(address, str) else ('', '', '')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'address must be a "host:port" string with a port in 1-65535, e.g. '
+                         f"'localhost:8000', got {address!r}.")
+
+
+_stubs: dict = {}
+
+
+def _ready_stub(address: str):
+    """Return a gRPC stub for the worker at `address` once it answers (restarting ours if it died)."""
+    import grpc
+    import tensorflow_federated as tff
+
+    local = {worker.address: worker for worker in _state['local']}.get(address)
+    if (local is not None and local.ensure_running()) or address not in _stubs:
+        options = [('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+                   ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+                   ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES)]
+        _stubs[address] = tff.framework.RemoteExecutorGrpcStub(
+            grpc.insecure_channel(address, options))  # A fresh channel for a new worker.
+    deadline = time.monotonic() + 60
+    while not _stubs[address].is_ready:  # A worker starts in about a second.
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'No TFF worker answers at {address} after 60 s.')
+        time.sleep(0.2)
+    return _stubs[address]
+
+
+def remote_context(address: str, *, threaded: bool = True):
+    """Return an async TFF context that runs computations on the TFF worker at `address` ('host:port')."""
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.core.backends.native import compiler
+    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
     from helpers._checks import check_bool
+
+    _check_address(address)
+    check_bool('threaded', threaded)
+
+    def executor_for(cardinalities):  # TFF asks for an executor per number of clients in a call.
+        cardinalities.setdefault(tff.CLIENTS, 0)
+        executor = tff.framework.RemoteExecutor(_ready_stub(address))
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    context = tff.framework.AsyncExecutionContext(
+        tff.framework.ResourceManagingExecutorFactory(executor_for),
+        compiler.desugar_and_transform_to_native,  # The compiler of TFF's default context.
+        transform_args=tensorflow_computation.transform_args,
+        transform_result=tensorflow_computation.transform_result)
+    return _course_context(context, threaded)  # The course's addition: see mergeable_context.
+
+
+def mergeable_context(addresses: list[str], *, threaded: bool = True):
+    """Return TFF's mergeable context over the workers at `addresses`, with the course's additions."""
+    import tensorflow_federated as tff
 
     if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)) or not addresses:
         raise TypeError('addresses must be a non-empty list of "host:port" strings, e.g. '
                         f"['localhost:8000'], got {addresses!r}.")
-    for address in addresses:
-        host, _, port = address.rpartition(':') if isinstance(address, str) else ('', '', '')
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f'addresses must be "host:port" strings with a port in 1-65535, got '
-                             f'{address!r}.')
-    check_bool('threaded', threaded)
-    import grpc
-    import tensorflow_federated as tff
-    from tensorflow_federated.python.core.backends.native import compiler
-    from tensorflow_federated.python.core.environments.tensorflow_frontend import (
-        tensorflow_computation)
-    from tensorflow_federated.python.core.impl.types import placements
-
-    local = {worker.address: worker for worker in _state['local']}
-    options = [('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
-               ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
-               ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES)]
-
-    def context_for(address: str):
-        stubs = {}
-
-        def stack_fn(cardinalities):
-            worker = local.get(address)
-            if (worker is not None and worker.ensure_running()) or 'stub' not in stubs:
-                stubs['stub'] = tff.framework.RemoteExecutorGrpcStub(
-                    grpc.insecure_channel(address, options))  # A fresh channel for a new worker.
-            stub = stubs['stub']
-            deadline = time.monotonic() + 60
-            while not stub.is_ready:  # Blocks until the worker answers (it starts in about a second).
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f'No TFF worker answers at {address} after 60 s.')
-                time.sleep(0.2)
-            cardinalities.setdefault(placements.CLIENTS, 0)
-            executor = tff.framework.RemoteExecutor(stub)
-            executor.set_cardinalities(cardinalities)
-            return executor
-
-        async_context = tff.framework.AsyncExecutionContext(
-            tff.framework.ResourceManagingExecutorFactory(stack_fn),
-            compiler.desugar_and_transform_to_native,
-            transform_args=tensorflow_computation.transform_args,
-            transform_result=tensorflow_computation.transform_result)
-        return _threaded(async_context) if threaded else async_context
-
-    return [context_for(address) for address in addresses]
+    context = tff.backends.native.create_mergeable_comp_execution_context(
+        [remote_context(address, threaded=threaded) for address in addresses])
+    # Addition 1: each sub-round's context runs on a thread of its own (if threaded), so workers
+    # compute at the same time. Addition 2: *after merge* gets no clients' data it cannot use.
+    _make_after_merge_lean(context)
+    return context
 
 
 def _make_mergeable_interruptible(context) -> None:
@@ -494,9 +517,7 @@ def use_context(workers: int | None = None):
             if missing > 0:
                 start_workers(missing, max_concurrent_computation_calls=_state['max_calls'])
             addresses = [worker.address for worker in _state['local'][:workers]]
-            context = tff.backends.native.create_mergeable_comp_execution_context(
-                remote_contexts(addresses))
-            _make_after_merge_lean(context)
+            context = mergeable_context(addresses)
             _make_mergeable_interruptible(context)
             _state['mergeable'][workers] = context
     tff.framework.get_context_stack().set_default_context(context)

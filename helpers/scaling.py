@@ -4,8 +4,9 @@ A round of the examples path sends every client's preprocessed examples from Pyt
 The ids path sends only a client id and a shuffle seed per client: the worker reads the client's
 file (written once by `write_client_files`, already in the model's input format) and shuffles and
 batches it as `data.shuffle_and_batch` does in Python. The files hold whole arrays rather than one
-record per example, so that building a dataset needs no `Dataset.map`: a map function costs the
-worker several milliseconds per client and call (measured in benchmarks/multiworker.py's notes).
+record per example, so that building a dataset needs no `Dataset.map`: with a parsing map function
+per record, the first version of notebook 10's ids path was slower than sending the examples (a
+measurement made while writing it, not kept as a benchmark).
 The teaching copies of `parse_client_file` and `client_dataset_from_file` are in the core of
 notebooks/10_scaling_out.ipynb; tests/test_notebooks.py keeps them identical.
 """
