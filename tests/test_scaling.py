@@ -85,3 +85,30 @@ def test_fit_recovers_a_known_line():
     clients = [10, 10, 50, 50, 100]
     fixed, per_client = scaling.fit_fixed_and_per_client(clients, [0.2 + 0.01 * n for n in clients])
     assert fixed == pytest.approx(0.2) and per_client == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize('threaded', [True, False], ids=['threaded', 'unthreaded'])
+def test_mergeable_context_sends_after_merge_no_clients_threaded_or_not(setting, threaded):
+    import tensorflow_federated as tff
+
+    train, process, _, _ = setting
+    datasets = training.round_datasets(train, list(train.client_ids[:5]), 1)
+    state = process.initialize()
+    runtime.use_context(None)
+    single = process.next(state, datasets)
+    runtime.use_context(2)  # Starts the two local workers if no earlier test did.
+    context = runtime.mergeable_context(runtime.start_workers(2), threaded=threaded)
+    calls = []
+    for sub_context in context._async_execution_contexts:  # Record what reaches TFF's own context.
+        async def spy(comp, arg, invoke=sub_context.inner.invoke):
+            calls.append((comp, arg))
+            return await invoke(comp, arg)
+        sub_context.inner.invoke = spy
+    with tff.framework.get_context_stack().install(context):
+        split = process.next(state, datasets)
+    assert scaling.max_weight_difference(process.get_model_weights(single.state),
+                                         process.get_model_weights(split.state)) < 1e-5
+    after_merge = [arg for comp, arg in calls if id(comp) in runtime._lean_after_merge]
+    assert len(after_merge) == 1 and len(calls) == 4  # Up to merge twice, merge, after merge.
+    original_argument = after_merge[0][0]  # (original argument, merge result)
+    assert len(original_argument[1]) == 0  # (state, client datasets): no client's dataset sent again.
