@@ -1,6 +1,6 @@
 """How many bytes does compressed FedAvg save, and what does it cost in accuracy?
 
-    .venv/bin/python benchmarks/compression.py [--rounds 20] [--clients-per-round 10] [--repeats 3]
+    .venv/bin/python benchmarks/compression.py [--rounds 15] [--clients-per-round 10] [--repeats 3]
 
 Trains notebook 07's three configurations on the bundled digits with the same clients, seeds and
 optimizers — no compression; 8-bit uniform both ways; 3-bit (nearest rounding) broadcast with 2-bit
@@ -8,7 +8,7 @@ Hadamard-rotated updates — and measures the bytes the encoders produce in ever
 rounding and rotation seeds come from unseeded TF random ops that TFF runs afresh every time (it
 rejects graph-level seeds), so each compressed configuration is trained `--repeats` times; the
 uncompressed one, which has no such randomness, once. Accuracy is the held-out accuracy averaged
-over the last five rounds (`accuracy_last_rounds`, one value per repeat), then over repeats.
+over the last three rounds (`accuracy_last_rounds`, one value per repeat), then over repeats.
 
 The last line is a JSON object with, per configuration, bytes per round (down, up, total, summed
 over clients: the encoded tensors only), compression ratio, the per-repeat and mean accuracies and
@@ -66,10 +66,10 @@ def configs(threshold: int = compression.DEFAULT_THRESHOLD) -> dict:
     }
 
 
-LAST_ROUNDS = 5  # Held-out accuracy is averaged over the last five rounds, as in notebook 07.
+LAST_ROUNDS = 3  # Held-out accuracy is averaged over the last three rounds, as in notebook 07.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--rounds', type=int, default=20)
+    parser.add_argument('--rounds', type=int, default=15)
     parser.add_argument('--clients-per-round', type=int, default=10)
     parser.add_argument('--repeats', type=int, default=3)
     args = parser.parse_args()

@@ -16,6 +16,7 @@ import tree
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
 from helpers import training
+from helpers._checks import check_int, check_model_fn
 
 DEFAULT_THRESHOLD = 100
 EncoderFn = Callable[[tf.TensorSpec], te.core.Encoder]
@@ -56,8 +57,7 @@ def encoder_by_size(make_encoder: Callable[[], te.core.Encoder],
     if not callable(make_encoder):
         raise TypeError('make_encoder must be a function returning a new tensor_encoding Encoder, for '
                         'example lambda: te.encoders.uniform_quantization(8).')
-    if not isinstance(threshold, int) or threshold < 0:
-        raise ValueError(f'threshold must be an int >= 0 (number of elements), got {threshold!r}.')
+    threshold = check_int('threshold', threshold, minimum=0, example=DEFAULT_THRESHOLD)
 
     def encoder_fn(spec: tf.TensorSpec) -> te.core.Encoder:
         if spec.shape.num_elements() >= threshold:
@@ -171,6 +171,7 @@ def build_compressed_fed_avg(model_fn: Callable[[], tff.learning.models.Variable
                              aggregation_encoder_fn: EncoderFn
                              ) -> tff.learning.templates.LearningProcess:
     """Return FedAvg whose broadcast and mean of updates go through the given per-variable encoders."""
+    check_model_fn('model_fn', model_fn)
     if not (callable(broadcast_encoder_fn) and callable(aggregation_encoder_fn)):
         raise TypeError('broadcast_encoder_fn and aggregation_encoder_fn must map a tf.TensorSpec to a '
                         'tensor_encoding Encoder; build them with encoder_by_size.')

@@ -171,6 +171,44 @@ def install_worker_guard() -> None:
     atexit.register(_stop_workers)
 
 
+_METHOD_TARGET_SLOTS = ('weakrefself_target__', 'weakrefself_func__')
+
+
+def _method_target_getattr(target, name: str):
+    """Look up `name` on the object a TfMethodTarget stands for (installed as its `__getattr__`)."""
+    if name in _METHOD_TARGET_SLOTS or (name.startswith('__') and name.endswith('__')):
+        raise AttributeError(f"'TfMethodTarget' object has no attribute '{name}'")
+    instance = object.__getattribute__(target, 'weakrefself_target__')()
+    if instance is None:
+        raise AttributeError(
+            f"A tf.function method's object was garbage-collected before the method ran, so "
+            f"'{name}' cannot be looked up: keep a reference to the object (for example the model) "
+            'in a variable while its methods run.')
+    return getattr(instance, name)
+
+
+def forward_method_target_attributes() -> None:
+    """Make a tf.function method reached through its raw bound form still see its object (idempotent).
+
+    TF 2.14 binds each tf.function method to a stand-in, not to the object: `__get__` in
+    tensorflow/python/eager/polymorphic_function/polymorphic_function.py (lines 1229-1268) calls
+    `class_method_to_instance_method` (lines 1656-1710), which builds
+    `MethodType(python_function, TfMethodTarget(weakref(instance), python_function))`. Only
+    `TfMethodTarget.call` (tf_method_target.py, lines 49-51) and AutoGraph's `converted_call` and
+    `_call_unconverted` (autograph/impl/api.py, lines 391-395 and 454-456) swap the stand-in for the
+    object. A call that reaches that bound method any other way runs the method with `self` = the
+    stand-in, and TFF's Keras wrapper then fails at `self.get_metrics()`
+    (tensorflow_federated/python/learning/models/keras_utils.py, lines 425-428 and 501-523) with
+    "'TfMethodTarget' object has no attribute 'get_metrics'". This happened now and then while
+    `build_weighted_fed_avg` traced a fresh model in a new kernel (issue 14). Forwarding the stand-in's
+    missing attributes to the live object makes such a call do what the method means; if the object
+    is gone, the error says so.
+    """
+    from tensorflow.python.eager.polymorphic_function import tf_method_target
+
+    tf_method_target.TfMethodTarget.__getattr__ = _method_target_getattr
+
+
 def make_interruptible(context) -> None:
     """Make a KeyboardInterrupt during `context.invoke` stop the computation instead of leaving it.
 
@@ -235,6 +273,7 @@ def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computa
         import absl.logging
         absl.logging.set_verbosity(absl.logging.ERROR)
     install_worker_guard()
+    forward_method_target_attributes()
     set_seeds(seed)
     context = tff.backends.native.create_sync_local_cpp_execution_context(
         default_num_clients=default_num_clients,

@@ -175,7 +175,6 @@ def _tff():
 
 
 LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
-SEVEN = 'notebook 07 is the lead\'s: its exported compression helpers stay as they are'
 
 ROWS = [
     # --- data: loading -------------------------------------------------------------------------
@@ -581,11 +580,15 @@ ROWS = [
         {'a': {'round': [1], 'loss': [1.0]}}, 'accuracy'), KeyError, r'accuracy'),
     # --- compression (notebook 07, the lead's) -------------------------------------------------------
     Row('encoder_by_size threshold=2.5', lambda c: _co().encoder_by_size(
-        lambda: None, threshold=2.5), ValueError, r'threshold'),
+        lambda: None, threshold=2.5), TypeError, r'threshold'),
+    Row('encoder_by_size threshold=-1', lambda c: _co().encoder_by_size(
+        lambda: None, threshold=-1), ValueError, r'threshold'),
+    Row('encoder_by_size threshold=True', lambda c: _co().encoder_by_size(
+        lambda: None, threshold=True), TypeError, r'threshold'),
     Row('encoder_by_size make_encoder=5', lambda c: _co().encoder_by_size(5), TypeError, r'make_encoder'),
     Row('build_compressed_fed_avg Keras builder', lambda c: _co().build_compressed_fed_avg(
         _m().create_linear_model, c.sgd, c.sgd, c.encoder_fn, c.encoder_fn),
-        TypeError, r'model_fn', owner=SEVEN),
+        TypeError, r'model_fn.*Keras builder'),
     Row('bytes_per_round {}', lambda c: _co().bytes_per_round({}), KeyError, r'distributor'),
 ]
 
@@ -601,6 +604,9 @@ ACCEPTED = [
     ('add_client_norm_samples np.int64', lambda c: isinstance(_a().add_client_norm_samples(
         _tff().aggregators.MeanFactory(), np.int64(5)), _tff().aggregators.WeightedAggregationFactory), True),
     ('set_seeds np.int64', lambda c: _r().set_seeds(np.int64(3)), None),
+    ('encoder_by_size np.int64 threshold', lambda c: _co().encoder_by_size(
+        _co().te.encoders.identity, threshold=np.int64(100))(_co().tf.TensorSpec([99])).__class__.__name__,
+     'Encoder'),
     ('partition_iid np.int64', lambda c: [len(p) for p in _d(c).partition_iid(
         np.int64(10), np.int32(2), seed=np.uint8(1))], [5, 5]),
     ('partition_dirichlet np.float32 alpha', lambda c: sum(len(p) for p in _d(c).partition_dirichlet(

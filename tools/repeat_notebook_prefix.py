@@ -8,6 +8,7 @@ notebook 01: each run is a new kernel (as "Restart kernel and run all" gives), r
 (the machine is shared), and every failure's exception name and message are printed. `--prelude`
 runs one extra cell first and `--before-last` one just before the last cell, for example to make
 the garbage collector run far more often. The first failure's traceback is printed.
+`tools/issue14_raw_method_call.py` is a `--before-last` that makes that failure happen every time.
 """
 
 from __future__ import annotations
