@@ -27,9 +27,11 @@ the settings and the load average before and after.
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -128,7 +130,9 @@ def main() -> None:
         loop_implementation=training.LOOP_IMPLEMENTATION)
     plain_round = plain_fedavg.make_plain_round(LEARNING_RATE, with_metrics=args.plain_metrics)
     if args.tff_input == 'ids':
-        files = scaling.write_client_files(train_data, tempfile.mkdtemp(prefix='round-overhead-'))
+        files_dir = tempfile.mkdtemp(prefix='round-overhead-')
+        atexit.register(shutil.rmtree, files_dir, ignore_errors=True)  # The files go with the run.
+        files = scaling.write_client_files(train_data, files_dir)
         tff_process = scaling.ids_process(process, scaling.dataset_computation(
             scaling.file_client_data(files), batch_size=BATCH_SIZE, num_epochs=LOCAL_EPOCHS))
     else:
