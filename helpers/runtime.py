@@ -475,8 +475,6 @@ def _ready_stub(address: str):
 def remote_context(address: str, *, threaded: bool = True):
     """Return an async TFF context that runs computations on the TFF worker at `address` ('host:port')."""
     import tensorflow_federated as tff
-    from tensorflow_federated.python.core.backends.native import compiler
-    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
     from helpers._checks import check_bool
 
     _check_address(address)
@@ -490,9 +488,9 @@ def remote_context(address: str, *, threaded: bool = True):
 
     context = tff.framework.AsyncExecutionContext(
         tff.framework.ResourceManagingExecutorFactory(executor_for),
-        compiler.desugar_and_transform_to_native,  # The compiler of TFF's default context.
-        transform_args=tensorflow_computation.transform_args,
-        transform_result=tensorflow_computation.transform_result)
+        tff.backends.native.desugar_and_transform_to_native,  # The compiler of TFF's default context.
+        transform_args=tff.tensorflow.transform_args,
+        transform_result=tff.tensorflow.transform_result)
     return _course_context(context, threaded)  # The course's addition: see mergeable_context.
 
 
