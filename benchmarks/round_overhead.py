@@ -1,27 +1,40 @@
 """How much does TFF add to a FedAvg round? The same round done by TFF and by a plain TF loop.
 
     .venv/bin/python benchmarks/round_overhead.py [--rounds 10] [--clients-per-round 10]
+        [--tff-input ids|examples] [--plain-metrics | --no-plain-metrics]
 
 A: `tff.learning.algorithms.build_weighted_fed_avg` (linear model, client SGD, server SGD at 1.0).
 B: a hand-written TensorFlow loop doing exactly the same local SGD steps on exactly the same batches,
    then the example-weighted average of the client deltas.
 Each measured round of either path builds the round's client datasets and runs the round from the
 same weights (for TFF, a state made once beforehand); after a warm-up round each, they alternate
-A B B A A B ..., so that neither always runs first. TFF also computes its training metrics (loss,
-accuracy, counts) on every batch; the plain loop does only the SGD step. The script first checks
-that one round of each gives the same model (within float tolerance), then prints the median
-seconds per round of each, where TFF's `process.next` spends its time (from TFF's own tracing
-spans, in extra rounds; medians per part, so they need not add up to the median in all), and, as
-its last line, a JSON object with tff_round_s, plain_round_s and ratio.
+A B B A A B ..., so that neither always runs first.
+
+--tff-input ids (the default) sends TFF only each client's id and shuffle seed: the worker builds the
+batches from client files (helpers/scaling.py, notebook 10's ids path); `examples` builds the
+datasets in Python and sends their examples (the mode of the earlier README table).
+--plain-metrics (the default) makes the plain loop compute, on every batch, the training metrics
+TFF's FedAvg computes (accuracy, loss, example and batch counts) and return them, so both do the same
+work; --no-plain-metrics gives the earlier plain loop, SGD steps only.
+
+The script first checks that one round of each gives the same model (and, with --plain-metrics, the
+same metrics), then prints the median seconds per round of each, where TFF's `process.next` spends
+its time (from TFF's own tracing spans, in extra rounds; medians per part, so they need not add up
+to the median in all), and, as its last line, a JSON object with tff_round_s, plain_round_s, ratio,
+the settings and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import json
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +51,7 @@ import tensorflow_federated as tff  # noqa: E402
 from tensorflow_federated.python.common_libs import tracing  # noqa: E402
 
 from benchmarks import plain_fedavg  # noqa: E402
-from helpers import data, models, training  # noqa: E402
+from helpers import data, models, scaling, training  # noqa: E402
 
 LEARNING_RATE = 0.1
 LOCAL_EPOCHS = 1
@@ -100,7 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=10, help='measured rounds per path')
     parser.add_argument('--clients-per-round', type=int, default=10)
+    parser.add_argument('--tff-input', choices=('ids', 'examples'), default='ids',
+                        help='what a TFF round sends: client ids (batches built in the worker from '
+                             'files) or the examples built in Python')
+    parser.add_argument('--plain-metrics', action=argparse.BooleanOptionalAction, default=True,
+                        help='the plain loop also computes TFF\'s training metrics on every batch')
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     train_data, _ = data.load_federated_digits('bundled', verbose=False)
     spec = client_datasets(train_data, train_data.client_ids[:1], 0)[0].element_spec
@@ -109,7 +128,21 @@ def main() -> None:
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(LEARNING_RATE),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
         loop_implementation=training.LOOP_IMPLEMENTATION)
-    plain_round = plain_fedavg.make_plain_round(LEARNING_RATE)
+    plain_round = plain_fedavg.make_plain_round(LEARNING_RATE, with_metrics=args.plain_metrics)
+    if args.tff_input == 'ids':
+        files_dir = tempfile.mkdtemp(prefix='round-overhead-')
+        atexit.register(shutil.rmtree, files_dir, ignore_errors=True)  # The files go with the run.
+        files = scaling.write_client_files(train_data, files_dir)
+        tff_process = scaling.ids_process(process, scaling.dataset_computation(
+            scaling.file_client_data(files), batch_size=BATCH_SIZE, num_epochs=LOCAL_EPOCHS))
+    else:
+        tff_process = process
+
+    def tff_arguments(client_ids, round_num):
+        """Return a TFF round's client arguments: ids and seeds, or the datasets built in Python."""
+        if args.tff_input == 'ids':
+            return scaling.round_ids(client_ids, round_num)  # Seed round_num, as client_datasets.
+        return client_datasets(train_data, client_ids, round_num)
     schedule = training.sample_clients(train_data.client_ids, args.clients_per_round,
                                        args.rounds + 2, seed=0)
 
@@ -128,19 +161,29 @@ def main() -> None:
         state, tff.learning.models.ModelWeights(trainable=list(start), non_trainable=[]))
 
     def tff_round(client_ids, round_num):
-        result = process.next(round_state, client_datasets(train_data, client_ids, round_num))
-        # The new state is already Python values; reading the weights needs no TFF call.
-        return [np.asarray(w) for w in result.state.global_model_weights.trainable]
+        result = tff_process.next(round_state, tff_arguments(client_ids, round_num))
+        # The new state and metrics are already Python values; reading them needs no TFF call.
+        weights = [np.asarray(w) for w in result.state.global_model_weights.trainable]
+        return weights, dict(result.metrics['client_work']['train'])
 
     def plain(client_ids, round_num):
-        return plain_round(start, client_datasets(train_data, client_ids, round_num))
+        result = plain_round(start, client_datasets(train_data, client_ids, round_num))
+        return result if args.plain_metrics else (result, None)
 
     # Fairness check (also the warm-up): one round of each on the same clients and batches.
-    a, b = tff_round(schedule[1], 1), plain(schedule[1], 1)
+    (a, tff_metrics), (b, plain_metrics) = tff_round(schedule[1], 1), plain(schedule[1], 1)
     max_diff = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
     print(f'max |TFF - plain| after one round: {max_diff:.2e}')
     if max_diff > 1e-5:
         sys.exit('The two paths do not compute the same round; the timing would not be fair.')
+    metric_diff = None
+    if args.plain_metrics:
+        metric_diff = max(abs(float(tff_metrics[name]) - float(plain_metrics[name]))
+                          for name in ('accuracy', 'loss', 'num_examples', 'num_batches'))
+        print(f'TFF metrics {({k: round(float(v), 5) for k, v in tff_metrics.items()})}; '
+              f'largest |TFF - plain| metric: {metric_diff:.2e}')
+        if metric_diff > 1e-4:
+            sys.exit('The two paths do not compute the same training metrics; the timing would not be fair.')
 
     times = {'tff': [], 'plain': []}
     for i, client_ids in enumerate(schedule[2:], start=2):
@@ -158,13 +201,17 @@ def main() -> None:
         build.append(time.perf_counter() - began)
     build_s = statistics.median(build)
 
-    breakdown = tff_breakdown(process, round_state, [
-        client_datasets(train_data, ids, i) for i, ids in enumerate(schedule[2:], start=2)])
+    breakdown = tff_breakdown(tff_process, round_state, [
+        tff_arguments(ids, i) for i, ids in enumerate(schedule[2:], start=2)])
     examples = np.mean([sum(int(train_data.create_tf_dataset_for_client(c).cardinality())
                             for c in ids) for ids in schedule[2:]])
+    load_after = os.getloadavg()
+    built_by = ('the plain loop builds the round\'s datasets in Python, TFF\'s worker from files'
+                if args.tff_input == 'ids' else 'both include building the round\'s datasets')
     print(f'{args.clients_per_round} clients/round, about {examples:.0f} examples/round, '
-          f'{args.rounds} rounds each, alternating; both include building the round\'s datasets '
-          f'({build_s * 1000:.1f} ms)')
+          f'{args.rounds} rounds each, alternating; TFF sends {args.tff_input}; plain loop '
+          f'{"with" if args.plain_metrics else "without"} TFF\'s training metrics; {built_by} '
+          f'(in Python: {build_s * 1000:.1f} ms)')
     print(f'TFF round:   median {tff_s * 1000:6.1f} ms')
     print(f'plain round: median {plain_s * 1000:6.1f} ms')
     print(f'ratio TFF / plain: {tff_s / plain_s:.2f}')
@@ -174,7 +221,11 @@ def main() -> None:
     print(json.dumps({'tff_round_s': round(tff_s, 4), 'plain_round_s': round(plain_s, 4),
                       'ratio': round(tff_s / plain_s, 2), 'build_datasets_s': round(build_s, 4),
                       'tff_next_breakdown_s': {k: round(v, 4) for k, v in breakdown.items()},
-                      'max_abs_weight_diff': max_diff}))
+                      'max_abs_weight_diff': max_diff, 'max_abs_metric_diff': metric_diff,
+                      'tff_input': args.tff_input, 'plain_metrics': args.plain_metrics,
+                      'clients_per_round': args.clients_per_round, 'rounds': args.rounds,
+                      'load_average_before': [round(x, 2) for x in load_before],
+                      'load_average_after': [round(x, 2) for x in load_after]}))
 
 if __name__ == '__main__':
     main()

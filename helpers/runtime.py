@@ -14,6 +14,17 @@ button sends SIGINT to the kernel's whole process group: the interrupt must stop
 worker that every later TFF call needs. And the worker's SIGINT is reset to its default action,
 since TFF stops its worker with SIGINT and then waits forever: a kernel started with SIGINT ignored
 (`cmd &` in a script) would pass that on and hang at the next `setup()` or at exit.
+
+Scaling out (notebook 10): `start_workers(n)` starts n more workers on loopback ports, with the same
+guards; `remote_context(address)` builds an asynchronous TFF context for one worker address on
+`tff.framework.RemoteExecutor` (TFF 0.87 has no public function for it); `mergeable_context(addresses)`
+builds TFF's mergeable context over such contexts with the course's two additions: each context runs
+on a thread of its own (TFF 0.87's RemoteExecutor makes blocking gRPC calls inside its coroutines, so
+contexts that share one event loop run one after another), and *after merge* is not sent clients'
+data it cannot use. `use_context(workers)` switches between TFF's default single-worker context and
+that mergeable context over that many workers. `setup(workers=n)` does both at once. The teaching
+copies of `remote_context` and `mergeable_context` are in notebooks/10_scaling_out.ipynb;
+tests/test_notebooks.py keeps them identical.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import types
 
 SUPPORTED_PYTHON = ((3, 9), (3, 11))
@@ -36,6 +48,9 @@ SUPPORTED_TFF = '0.87.0'
 _PR_SET_PDEATHSIG = 1
 
 _workers: list[subprocess.Popen] = []
+_WORKER_BINARY_NAME = 'worker_binary'
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000  # What TFF's own channels allow.
+_state: dict = {'default': None, 'local': [], 'mergeable': {}, 'max_calls': -1}
 
 
 def check_environment() -> None:
@@ -254,16 +269,20 @@ def make_interruptible(context) -> None:
 
 
 def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computation_calls: int = -1,
-          quiet: bool = True) -> None:
+          quiet: bool = True, workers: int | None = None) -> None:
     """Check the environment, seed every generator and install TFF's local execution context.
 
     Call it before importing TensorFlow. With `quiet=True` it also hides TensorFlow's C++ start-up
     notices and lowers TF/absl Python logging to errors. It makes TFF's worker process die with this
     one by wrapping the `subprocess` module that TFF's executor factory uses (see the module docstring).
+    `workers=None` installs TFF's default context (one worker); an int n >= 1 installs the mergeable
+    context over n workers instead (`use_context` switches later).
     """
     if quiet:
         # TF's C++ start-up notices (CUDA plugin registration on a CPU machine) are noise here.
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+        # gRPC's notice that it skipped its fork handlers when a worker starts is noise too.
+        os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
     check_environment()
     from helpers._checks import check_bool, check_int  # After check_environment: needs NumPy.
 
@@ -275,6 +294,8 @@ def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computa
         raise ValueError('max_concurrent_computation_calls must be a positive int, or -1 for no limit; '
                          f'got {max_concurrent_computation_calls}.')
     check_bool('quiet', quiet)
+    if workers is not None:
+        workers = check_int('workers', workers, minimum=1, example=2)
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -289,4 +310,283 @@ def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computa
         default_num_clients=default_num_clients,
         max_concurrent_computation_calls=max_concurrent_computation_calls)
     make_interruptible(context)
+    _state['default'] = context
+    _state['mergeable'] = {}
+    _state['max_calls'] = max_concurrent_computation_calls
     tff.framework.get_context_stack().set_default_context(context)
+    if workers is not None:
+        use_context(workers)
+
+
+def worker_binary_path() -> str:
+    """Return the path of the `worker_binary` that ships inside the TFF package."""
+    import tensorflow_federated as tff
+
+    path = os.path.join(os.path.dirname(tff.__file__), 'data', _WORKER_BINARY_NAME)
+    if not os.path.isfile(path):
+        raise RuntimeError(f'TFF\'s worker binary is missing at {path}; reinstall the lock.')
+    return path
+
+
+class _LocalWorker:
+    """One `worker_binary` on a loopback port that this process started; restarted if it died."""
+
+    def __init__(self, max_concurrent_computation_calls: int, grpc_max_message_length_megabytes: int):
+        import portpicker
+
+        self.port = portpicker.pick_unused_port()
+        self.args = [worker_binary_path(), f'--port={self.port}',
+                     f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
+                     f'--grpc_max_message_length_megabytes={grpc_max_message_length_megabytes}']
+        self.process = None
+        self.ensure_running()
+
+    @property
+    def address(self) -> str:
+        return f'localhost:{self.port}'
+
+    def ensure_running(self) -> bool:
+        """Start the worker if it is not running; return whether it had to be (re)started."""
+        if self.process is not None and self.process.poll() is None and _alive(self.process.pid):
+            return False
+        self.process = _GuardedPopen(self.args)
+        return True
+
+
+def start_workers(count: int, *, max_concurrent_computation_calls: int = -1,
+                  grpc_max_message_length_megabytes: int = 10_000) -> list[str]:
+    """Start `count` guarded `worker_binary` processes on free loopback ports; return their addresses."""
+    from helpers._checks import check_int
+
+    count = check_int('count', count, minimum=1, example=2)
+    max_concurrent_computation_calls = check_int(
+        'max_concurrent_computation_calls', max_concurrent_computation_calls, example=-1)
+    grpc_max_message_length_megabytes = check_int(
+        'grpc_max_message_length_megabytes', grpc_max_message_length_megabytes, minimum=1,
+        example=10_000)
+    install_worker_guard()
+    started = [_LocalWorker(max_concurrent_computation_calls, grpc_max_message_length_megabytes)
+               for _ in range(count)]
+    _state['local'].extend(started)
+    import grpc
+
+    for worker in started:  # Return once every worker answers (each takes about a second).
+        channel = grpc.insecure_channel(worker.address)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        except grpc.FutureTimeoutError:
+            raise RuntimeError(f'The worker started at {worker.address} did not answer within 60 s.'
+                               ) from None
+        finally:
+            channel.close()
+    return [worker.address for worker in started]
+
+
+def _course_context(context, threaded: bool):
+    """Wrap an async TFF context: lean *after merge* calls and, if `threaded`, a thread of its own."""
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.common_libs import async_utils
+
+    class CourseContext(tff.framework.AsyncContext):
+        """An async context that leaves out clients' data *after merge* cannot use; maybe threaded."""
+
+        def __init__(self):
+            self.inner = context
+            self.runner = async_utils.AsyncThreadRunner() if threaded else None
+
+        async def invoke(self, comp, arg):
+            if id(comp) in _lean_after_merge and arg is not None:
+                arg = _without_client_values(arg, comp.type_signature.parameter)
+            if self.runner is None:  # As TFF's own contexts: a blocking call holds the shared loop.
+                return await self.inner.invoke(comp, arg)
+            future = asyncio.run_coroutine_threadsafe(
+                self.inner.invoke(comp, arg), self.runner._event_loop)
+            return await asyncio.wrap_future(future)
+
+        def cancel_all(self) -> None:
+            """Cancel every task on this context's own loop (each stops at its next await)."""
+            if self.runner is not None:
+                _cancel_all_tasks(self.runner._event_loop)
+
+    return CourseContext()
+
+
+_lean_after_merge: set[int] = set()
+
+
+def _server_only(type_spec) -> bool:
+    """Return whether `type_spec` holds no value placed at the clients (except all-equal ones)."""
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.core.impl.types import type_analysis
+
+    return type_analysis.contains_only(type_spec, lambda t: not isinstance(
+        t, tff.FederatedType) or t.all_equal or t.placement is not tff.CLIENTS)
+
+
+def _without_client_values(value, type_spec):
+    """Return `value` with every non-all-equal CLIENTS-placed part replaced by no clients at all."""
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.common_libs import structure
+
+    if isinstance(type_spec, tff.FederatedType):
+        return [] if type_spec.placement is tff.CLIENTS and not type_spec.all_equal else value
+    if isinstance(type_spec, tff.StructType) and isinstance(value, structure.Struct):
+        elements = structure.to_elements(value)
+        return structure.Struct([(name, _without_client_values(v, t))
+                                 for (name, v), t in zip(elements, type_spec)])
+    return value
+
+
+def _make_after_merge_lean(context) -> None:
+    """Stop the mergeable context from sending the clients' data again to *after merge*.
+
+    TFF's *after merge* computation takes the call's argument again (the first sub-round's share).
+    When a computation's result is placed at the server only, every aggregation is in *up to merge*,
+    so nothing after it can use the clients' values: they are replaced by no clients. The contexts
+    of `remote_context` apply it to the computations registered here.
+    """
+    import tensorflow_federated as tff
+
+    pipeline = context._compiler_pipeline
+    compile_form = pipeline.compile
+
+    def compile_and_register(comp):
+        form = compile_form(comp)
+        after_merge = form.after_merge
+        parameter = after_merge.type_signature.parameter
+        if (_server_only(after_merge.type_signature.result)
+                and isinstance(parameter, tff.StructType) and len(parameter) == 2):
+            # (original argument, merge result); a computation without argument has no first part.
+            _lean_after_merge.add(id(after_merge))
+        return form
+
+    pipeline.compile = compile_and_register
+
+
+def _cancel_all_tasks(event_loop) -> None:
+    """Cancel, from another thread, every task running on `event_loop`."""
+    def cancel():
+        for task in asyncio.all_tasks(event_loop):
+            task.cancel()
+
+    event_loop.call_soon_threadsafe(cancel)
+
+
+def _check_address(address) -> None:
+    """Raise unless `address` is a 'host:port' string with a port in 1-65535."""
+    host, _, port = address.rpartition(':') if isinstance(address, str) else ('', '', '')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'address must be a "host:port" string with a port in 1-65535, e.g. '
+                         f"'localhost:8000', got {address!r}.")
+
+
+_stubs: dict = {}
+
+
+def _ready_stub(address: str):
+    """Return a gRPC stub for the worker at `address` once it answers (restarting ours if it died)."""
+    import grpc
+    import tensorflow_federated as tff
+
+    local = {worker.address: worker for worker in _state['local']}.get(address)
+    if (local is not None and local.ensure_running()) or address not in _stubs:
+        options = [('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+                   ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+                   ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES)]
+        _stubs[address] = tff.framework.RemoteExecutorGrpcStub(
+            grpc.insecure_channel(address, options))  # A fresh channel for a new worker.
+    deadline = time.monotonic() + 60
+    while not _stubs[address].is_ready:  # A worker starts in about a second.
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'No TFF worker answers at {address} after 60 s.')
+        time.sleep(0.2)
+    return _stubs[address]
+
+
+def remote_context(address: str, *, threaded: bool = True):
+    """Return an async TFF context that runs computations on the TFF worker at `address` ('host:port')."""
+    import tensorflow_federated as tff
+    from helpers._checks import check_bool
+
+    _check_address(address)
+    check_bool('threaded', threaded)
+
+    def executor_for(cardinalities):  # TFF asks for an executor per number of clients in a call.
+        cardinalities.setdefault(tff.CLIENTS, 0)
+        executor = tff.framework.RemoteExecutor(_ready_stub(address))
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    context = tff.framework.AsyncExecutionContext(
+        tff.framework.ResourceManagingExecutorFactory(executor_for),
+        tff.backends.native.desugar_and_transform_to_native,  # The compiler of TFF's default context.
+        transform_args=tff.tensorflow.transform_args,
+        transform_result=tff.tensorflow.transform_result)
+    return _course_context(context, threaded)  # The course's addition: see mergeable_context.
+
+
+def mergeable_context(addresses: list[str], *, threaded: bool = True):
+    """Return TFF's mergeable context over the workers at `addresses`, with the course's additions."""
+    import tensorflow_federated as tff
+
+    if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)) or not addresses:
+        raise TypeError('addresses must be a non-empty list of "host:port" strings, e.g. '
+                        f"['localhost:8000'], got {addresses!r}.")
+    context = tff.backends.native.create_mergeable_comp_execution_context(
+        [remote_context(address, threaded=threaded) for address in addresses])
+    # Addition 1: each sub-round's context runs on a thread of its own (if threaded), so workers
+    # compute at the same time. Addition 2: *after merge* gets no clients' data it cannot use.
+    _make_after_merge_lean(context)
+    return context
+
+
+def _make_mergeable_interruptible(context) -> None:
+    """Make a KeyboardInterrupt during a mergeable `invoke` stop it and kill this process's workers."""
+    event_loop = context._async_runner._event_loop
+
+    def run(coro):
+        future = asyncio.run_coroutine_threadsafe(coro, event_loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            # The subround tasks outlive a cancelled parent: cancel them all, here and on each
+            # context's own thread, or they would restart the computation on the restarted workers.
+            future.cancel()
+            _cancel_all_tasks(event_loop)
+            for sub_context in context._async_execution_contexts:
+                if hasattr(sub_context, 'cancel_all'):
+                    sub_context.cancel_all()
+            for worker in _state['local']:  # Ends the blocking gRPC calls; restarted on the next call.
+                if worker.process is not None:
+                    _kill(worker.process.pid, signal.SIGKILL)
+            raise
+
+    context._async_runner.run_coro_and_return_result = run
+
+
+def use_context(workers: int | None = None):
+    """Install TFF's default context (`None`: one worker) or the mergeable context over `workers` workers.
+
+    The workers are started on first use and kept for later calls; return the installed context.
+    """
+    from helpers._checks import check_int
+
+    if _state['default'] is None:
+        raise RuntimeError('Call runtime.setup() first: it installs the default context.')
+    import tensorflow_federated as tff
+
+    if workers is None:
+        context = _state['default']
+    else:
+        workers = check_int('workers', workers, minimum=1, example=2)
+        context = _state['mergeable'].get(workers)
+        if context is None:
+            missing = workers - len(_state['local'])
+            if missing > 0:
+                start_workers(missing, max_concurrent_computation_calls=_state['max_calls'])
+            addresses = [worker.address for worker in _state['local'][:workers]]
+            context = mergeable_context(addresses)
+            _make_mergeable_interruptible(context)
+            _state['mergeable'][workers] = context
+    tff.framework.get_context_stack().set_default_context(context)
+    return context

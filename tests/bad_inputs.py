@@ -167,6 +167,9 @@ def _co():
 def _pr():
     from helpers import privacy
     return privacy
+def _sc():
+    from helpers import scaling
+    return scaling
 
 
 def _tff():
@@ -430,6 +433,46 @@ ROWS = [
         ValueError, r'package.*top-level'),
     Row('skip_autograph tensorflow_federated', lambda c: _r().skip_autograph('tensorflow_federated'),
         ValueError, r'package.*AutoGraph'),
+    Row('setup workers=0', lambda c: _r().setup(workers=0), ValueError, r'workers must be an int >= 1'),
+    Row('setup workers=str', lambda c: _r().setup(workers='2'), TypeError, r'workers'),
+    Row('use_context workers=0', lambda c: _r().use_context(0), ValueError, r'workers must be an int >= 1'),
+    Row('use_context workers=2.0', lambda c: _r().use_context(2.0), TypeError, r'workers'),
+    Row('start_workers count=0', lambda c: _r().start_workers(0), ValueError, r'count'),
+    Row('start_workers grpc_max_message_length_megabytes=0', lambda c: _r().start_workers(
+        1, grpc_max_message_length_megabytes=0), ValueError, r'grpc_max_message_length_megabytes'),
+    Row('mergeable_context str', lambda c: _r().mergeable_context('localhost:8000'), TypeError,
+        r'addresses must be a non-empty list'),
+    Row('mergeable_context no port', lambda c: _r().mergeable_context(['localhost']), ValueError,
+        r'address must be a "host:port"'),
+    Row('mergeable_context threaded=str', lambda c: _r().mergeable_context(['localhost:8000'],
+                                                                          threaded='y'),
+        TypeError, r'threaded'),
+    Row('remote_context list', lambda c: _r().remote_context(['localhost:8000']), ValueError,
+        r'address must be a "host:port"'),
+    Row('remote_context port 0', lambda c: _r().remote_context('localhost:0'), ValueError,
+        r'port in 1-65535'),
+    Row('remote_context threaded=str', lambda c: _r().remote_context('localhost:8000', threaded='y'),
+        TypeError, r'threaded'),
+    # --- scaling ---------------------------------------------------------------------------------
+    Row('write_client_files str', lambda c: _sc().write_client_files('train', c.tmp_dir), TypeError,
+        r'client_data'),
+    Row('write_client_files directory=5', lambda c: _sc().write_client_files(c.train, 5), TypeError,
+        r'directory'),
+    Row('file_client_data {}', lambda c: _sc().file_client_data({}), TypeError, r'client_files'),
+    Row('file_client_data missing file', lambda c: _sc().file_client_data({'a': '/nonexistent.tfrecord'}),
+        FileNotFoundError, r"client_files\['a'\]"),
+    Row('dataset_computation batch_size=0', lambda c: _sc().dataset_computation(c.train, batch_size=0),
+        ValueError, r'batch_size'),
+    Row('dataset_computation global_seed=-1', lambda c: _sc().dataset_computation(c.train, global_seed=-1),
+        ValueError, r'global_seed'),
+    Row('ids_process str', lambda c: _sc().ids_process('process', None), TypeError, r'process'),
+    Row('ids_process build_datasets=None', lambda c: _sc().ids_process(c.process, None), TypeError,
+        r'build_datasets'),
+    Row('round_ids round_num=-1', lambda c: _sc().round_ids(c.ids, -1), ValueError, r'round_num'),
+    Row('round_ids str', lambda c: _sc().round_ids('writer_000', 1), TypeError, r'client_ids'),
+    Row('time_calls repeats=0', lambda c: _sc().time_calls(lambda: None, 0), ValueError, r'repeats'),
+    Row('fit_fixed_and_per_client one count', lambda c: _sc().fit_fixed_and_per_client([5, 5], [1.0, 2.0]),
+        ValueError, r'two distinct client counts'),
     # --- clipped_fedavg --------------------------------------------------------------------------
     Row('check_clip_norm 1e-46', lambda c: _cf().check_clip_norm(TINY), ValueError,
         r'clip_norm.*float32', issue=True),

@@ -55,6 +55,43 @@ def _gone_within(pid: int, seconds: float) -> bool:
     return False
 
 
+WORKERS_CHILD = textwrap.dedent('''
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from helpers import runtime
+    runtime.setup(seed=0, workers=3)
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
+    def total(values):
+        return tff.federated_sum(values)
+
+    assert total([1, 2, 3, 4, 5]) == 15  # Split over 3 workers, merged, and right.
+    runtime.use_context(None)  # TFF's default context starts its own worker ...
+    assert total([1, 2]) == 3
+    runtime.use_context(3)  # ... and the 3 workers are reused, not started again.
+    assert total([4, 5, 6]) == 15
+    print('WORKERS', *runtime.worker_pids(), flush=True)
+    if sys.argv[1] == 'kill':
+        os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+@pytest.mark.parametrize('ending', ['exit', 'kill'])
+def test_no_worker_of_several_outlives_its_python_process(ending):
+    result = subprocess.run([sys.executable, '-c', WORKERS_CHILD.format(root=str(ROOT)), ending],
+                            capture_output=True, text=True, timeout=240)
+    lines = [l for l in result.stdout.splitlines() if l.startswith('WORKERS')]
+    assert lines, result.stdout + result.stderr[-3000:]
+    pids = [int(p) for p in lines[0].split()[1:]]
+    assert len(pids) == 4  # Three for the mergeable context, one for the default context.
+    assert all(_gone_within(pid, 10.0) for pid in pids)
+    if ending == 'exit':
+        assert result.returncode == 0 and 'Exception ignored' not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize('ending', ['exit', 'kill', 'two_contexts'])
 def test_no_worker_outlives_its_python_process(ending):
     result = subprocess.run([sys.executable, '-c', CHILD.format(root=str(ROOT)), ending],
@@ -88,7 +125,8 @@ def test_check_environment_explains_unsupported_platform(monkeypatch):
     (dict(seed=-1), 'seed must be an int between 0 and 4294967295, got -1'),
     (dict(default_num_clients=-2), 'default_num_clients must be an int >= 0, got -2'),
     (dict(max_concurrent_computation_calls=0), 'or -1 for no limit; got 0'),
-    (dict(max_concurrent_computation_calls=-5), 'or -1 for no limit; got -5')])
+    (dict(max_concurrent_computation_calls=-5), 'or -1 for no limit; got -5'),
+    (dict(workers=0), 'workers must be an int >= 1, got 0')])
 def test_setup_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         runtime.setup(**kwargs)
@@ -225,6 +263,57 @@ def test_interrupting_cells_leaves_tff_usable():
         assert error is None and out.strip() == '4' and seconds < 30
         out, error, _ = kernel.run('print(slow(3) != 0.0)')
         assert error is None and out.strip() == 'True'
+    finally:
+        kernel.close()
+
+
+KERNEL_WORKERS_SETUP = textwrap.dedent('''
+    from helpers import runtime
+    runtime.setup(seed=0, workers=2)
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    @tff.tensorflow.computation(tf.int32)
+    def slow_step(steps):  # About 5 ms a step on 2 cores: minutes for a million steps.
+        m = tf.random.stateless_uniform([600, 600], seed=[1, 2])
+        body = lambda i, a: (i + 1, tf.linalg.matmul(a, m) / 600.0)
+        return tf.cast(tf.reduce_sum(tf.while_loop(lambda i, a: i < steps, body, (0, m))[1]) > 0, tf.int32)
+
+    @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
+    def slow(steps):
+        return tff.federated_sum(tff.federated_map(slow_step, steps))
+
+    @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
+    def total(values):
+        return tff.federated_sum(values)
+
+    print(total([1, 2, 3]), *runtime.worker_pids())
+''')
+
+
+def test_interrupting_a_mergeable_computation_leaves_tff_usable():
+    kernel = Kernel()
+    try:
+        out, error, _ = kernel.run(KERNEL_WORKERS_SETUP, timeout_s=300)
+        assert error is None and out.split()[0] == '6', out
+        workers = out.split()[1:]
+        assert len(workers) == 2
+        # The stop button during a plain cell: the workers are untouched.
+        _, error, seconds = kernel.run('import time; time.sleep(60)', interrupt_after_s=2)
+        assert error == 'KeyboardInterrupt' and seconds < 30
+        out, error, _ = kernel.run('print(total([4, 5]), *runtime.worker_pids())')
+        assert error is None and out.split() == ['9', *workers]
+        # The stop button during a long computation split over both workers: the cell stops at once,
+        # and the next computation runs on restarted workers instead of waiting for the old ones.
+        _, error, seconds = kernel.run('slow([1_000_000] * 4)', interrupt_after_s=3)
+        assert error == 'KeyboardInterrupt' and seconds < 30
+        out, error, seconds = kernel.run('print(total([1, 1, 1]), *runtime.worker_pids())',
+                                         timeout_s=90)
+        assert error is None and out.split()[0] == '3' and seconds < 60, out
+        assert len(out.split()[1:]) == 2 and set(out.split()[1:]).isdisjoint(workers)
+        out, error, _ = kernel.run('print(slow([3, 3, 3]))')
+        assert error is None and out.strip() == '3'
     finally:
         kernel.close()
 
