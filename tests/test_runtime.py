@@ -214,7 +214,9 @@ class Kernel:
                 error = msg['content']['ename']
             elif kind == 'status' and msg['content']['execution_state'] == 'idle':
                 return ''.join(out), error, time.monotonic() - started
-        raise TimeoutError(f'cell did not finish within {timeout_s} s: {code!r}')
+        waiting = (' (it printed nothing, so the interrupt was never sent: print first)'
+                   if interrupt_after_s is not None and running_since is None else '')
+        raise TimeoutError(f'cell did not finish within {timeout_s} s{waiting}: {code!r}')
 
     def close(self):
         self.client.stop_channels()
@@ -300,13 +302,15 @@ def test_interrupting_a_mergeable_computation_leaves_tff_usable():
         workers = out.split()[1:]
         assert len(workers) == 2
         # The stop button during a plain cell: the workers are untouched.
-        _, error, seconds = kernel.run('import time; time.sleep(60)', interrupt_after_s=2)
+        _, error, seconds = kernel.run("import time; print('running', flush=True); time.sleep(60)",
+                                       interrupt_after_s=2)
         assert error == 'KeyboardInterrupt' and seconds < 30
         out, error, _ = kernel.run('print(total([4, 5]), *runtime.worker_pids())')
         assert error is None and out.split() == ['9', *workers]
         # The stop button during a long computation split over both workers: the cell stops at once,
         # and the next computation runs on restarted workers instead of waiting for the old ones.
-        _, error, seconds = kernel.run('slow([1_000_000] * 4)', interrupt_after_s=3)
+        _, error, seconds = kernel.run("print('running', flush=True); slow([1_000_000] * 4)",
+                                       interrupt_after_s=3)
         assert error == 'KeyboardInterrupt' and seconds < 30
         out, error, seconds = kernel.run('print(total([1, 1, 1]), *runtime.worker_pids())',
                                          timeout_s=90)
