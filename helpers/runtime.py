@@ -15,7 +15,8 @@ worker that every later TFF call needs. And the worker's SIGINT is reset to its 
 since TFF stops its worker with SIGINT and then waits forever: a kernel started with SIGINT ignored
 (`cmd &` in a script) would pass that on and hang at the next `setup()` or at exit.
 
-Scaling out (notebook 10): `start_workers(n)` starts n more workers on loopback ports, with the same
+Scaling out (notebook 10): `start_workers(n)` starts n more workers on free ports (each listens on
+every interface; no flag limits it to loopback), with the same
 guards; `remote_context(address)` builds an asynchronous TFF context for one worker address on
 `tff.framework.RemoteExecutor` (TFF 0.87 has no public function for it); `mergeable_context(addresses)`
 builds TFF's mergeable context over such contexts with the course's two additions: each context runs
@@ -329,7 +330,7 @@ def worker_binary_path() -> str:
 
 
 class _LocalWorker:
-    """One `worker_binary` on a loopback port that this process started; restarted if it died."""
+    """A `worker_binary` this process started, restarted if it died; it listens on every interface."""
 
     def __init__(self, max_concurrent_computation_calls: int, grpc_max_message_length_megabytes: int):
         import portpicker
@@ -355,7 +356,7 @@ class _LocalWorker:
 
 def start_workers(count: int, *, max_concurrent_computation_calls: int = -1,
                   grpc_max_message_length_megabytes: int = 10_000) -> list[str]:
-    """Start `count` guarded `worker_binary` processes on free loopback ports; return their addresses."""
+    """Start `count` guarded `worker_binary` processes on free ports; return their localhost addresses."""
     from helpers._checks import check_int
 
     count = check_int('count', count, minimum=1, example=2)
