@@ -15,6 +15,10 @@ worker that every later TFF call needs. And the worker's SIGINT is reset to its 
 since TFF stops its worker with SIGINT and then waits forever: a kernel started with SIGINT ignored
 (`cmd &` in a script) would pass that on and hang at the next `setup()` or at exit.
 
+`setup()` also stops AutoGraph (TF 2.14) from mistaking a new object in a Jupyter kernel for a
+builtin, which made `build_weighted_fed_avg` fail now and then in a fresh kernel
+(`ignore_dead_builtin_ids`).
+
 Scaling out (notebook 10): `start_workers(n)` starts n more workers on free ports (each listens on
 every interface; no flag limits it to loopback), with the same
 guards; `remote_context(address)` builds an asynchronous TFF context for one worker address on
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import builtins
 import ctypes
 import gc
 import importlib.util
@@ -173,42 +178,40 @@ def install_worker_guard() -> None:
     atexit.register(_stop_workers)
 
 
-_METHOD_TARGET_SLOTS = ('weakrefself_target__', 'weakrefself_func__')
+class _LiveBuiltinIds:
+    """AutoGraph's recorded ids of builtins values, counting only those whose value is in builtins now."""
+
+    def __init__(self, recorded: frozenset[int]) -> None:
+        self.recorded = recorded
+
+    def __contains__(self, object_id: object) -> bool:
+        # A live object's id is unique, so a match here means the object is that builtins value.
+        return object_id in self.recorded and any(id(value) == object_id
+                                                  for value in vars(builtins).values())
 
 
-def _method_target_getattr(target, name: str):
-    """Look up `name` on the object a TfMethodTarget stands for (installed as its `__getattr__`)."""
-    if name in _METHOD_TARGET_SLOTS or (name.startswith('__') and name.endswith('__')):
-        raise AttributeError(f"'TfMethodTarget' object has no attribute '{name}'")
-    instance = object.__getattribute__(target, 'weakrefself_target__')()
-    if instance is None:
-        raise AttributeError(
-            f"A tf.function method's object was garbage-collected before the method ran, so "
-            f"'{name}' cannot be looked up: keep a reference to the object (for example the model) "
-            'in a variable while its methods run.')
-    return getattr(instance, name)
+def ignore_dead_builtin_ids() -> None:
+    """Stop AutoGraph taking an object for a builtin because it reuses a freed builtin's id (idempotent).
 
-
-def forward_method_target_attributes() -> None:
-    """Make a tf.function method reached through its raw bound form still see its object (idempotent).
-
-    TF 2.14 binds each tf.function method to a stand-in, not to the object: `__get__` in
-    tensorflow/python/eager/polymorphic_function/polymorphic_function.py (lines 1229-1268) calls
-    `class_method_to_instance_method` (lines 1656-1710), which builds
-    `MethodType(python_function, TfMethodTarget(weakref(instance), python_function))`. Only
-    `TfMethodTarget.call` (tf_method_target.py, lines 49-51) and AutoGraph's `converted_call` and
-    `_call_unconverted` (autograph/impl/api.py, lines 391-395 and 454-456) swap the stand-in for the
-    object. A call that reaches that bound method any other way runs the method with `self` = the
-    stand-in, and TFF's Keras wrapper then fails at `self.get_metrics()`
-    (tensorflow_federated/python/learning/models/keras_utils.py, lines 425-428 and 501-523) with
-    "'TfMethodTarget' object has no attribute 'get_metrics'". This happened now and then while
-    `build_weighted_fed_avg` traced a fresh model in a new kernel (issue 14). Forwarding the stand-in's
-    missing attributes to the live object makes such a call do what the method means; if the object
-    is gone, the error says so.
+    When TF 2.14 is imported, AutoGraph records `id(v)` of every value in `builtins`
+    (tensorflow/python/autograph/pyct/inspect_utils.py, line 34) and later treats any object whose
+    id is in that set as a builtin (`isbuiltin`, lines 62-65). AutoGraph's `converted_call` then
+    calls it as it is, unconverted (autograph/impl/api.py, lines 359-371). CPython reuses a freed
+    object's memory, and so its id, for a new object of a similar size. A Jupyter kernel sets
+    `builtins.input` to a new bound method for every cell and puts the old value back when the cell
+    ends (ipykernel/ipkernel.py, `_forward_input` and `_restore_input`), so the method of the cell
+    that imported TF is freed and its id goes stale. When a later bound method lands at that
+    address, AutoGraph calls it directly. For the method TF binds inside a tf.function method
+    (`MethodType(python_function, TfMethodTarget(...))`, polymorphic_function.py, lines 1662-1665)
+    that means `self` is TF's stand-in, not the object: TFF's Keras wrapper then fails at
+    `self.get_metrics()` with "'TfMethodTarget' object has no attribute 'get_metrics'" (issue 14).
+    Any other function landing there would silently run without AutoGraph. This keeps TF's record
+    but counts an id only while its value is still in `builtins`.
     """
-    from tensorflow.python.eager.polymorphic_function import tf_method_target
+    from tensorflow.python.autograph.pyct import inspect_utils
 
-    tf_method_target.TfMethodTarget.__getattr__ = _method_target_getattr
+    if not isinstance(inspect_utils._BUILTIN_FUNCTION_IDS, _LiveBuiltinIds):
+        inspect_utils._BUILTIN_FUNCTION_IDS = _LiveBuiltinIds(inspect_utils._BUILTIN_FUNCTION_IDS)
 
 
 def skip_autograph(package: str) -> None:
@@ -305,7 +308,7 @@ def setup(seed: int = 0, *, default_num_clients: int = 0, max_concurrent_computa
         import absl.logging
         absl.logging.set_verbosity(absl.logging.ERROR)
     install_worker_guard()
-    forward_method_target_attributes()
+    ignore_dead_builtin_ids()
     set_seeds(seed)
     context = tff.backends.native.create_sync_local_cpp_execution_context(
         default_num_clients=default_num_clients,

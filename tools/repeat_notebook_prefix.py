@@ -5,10 +5,11 @@
 
 Written for issue #14's intermittent `'TfMethodTarget' object has no attribute 'get_metrics'` in
 notebook 01: each run is a new kernel (as "Restart kernel and run all" gives), runs are sequential
-(the machine is shared), and every failure's exception name and message are printed. `--prelude`
-runs one extra cell first and `--before-last` one just before the last cell, for example to make
-the garbage collector run far more often. The first failure's traceback is printed.
-`tools/issue14_raw_method_call.py` is a `--before-last` that makes that failure happen every time.
+(the machine is shared), and every failure's exception name and message are printed, with the first
+failure's traceback in full. `--prelude` runs one extra cell first, `--before-last` one just before
+the last cell, and `--after` one after it whose output is printed with the run.
+`tools/issue14_stale_builtin_id.py` is a `--prelude` that makes that failure happen every time
+without the fix (see its docstring).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument('--runs', type=int, default=25)
     parser.add_argument('--prelude', default='', help='code run in a cell before the notebook')
     parser.add_argument('--before-last', default='', help='code run in a cell just before the last one')
+    parser.add_argument('--after', default='', help='code run in a cell after the last one; its output is '
+                        'printed with the run')
     args = parser.parse_args()
     nb = nbformat.read(args.notebook, as_version=4)
     cells = prefix(nb, args.until)
@@ -50,6 +53,8 @@ def main() -> None:
         cells = cells[:-1] + [nbformat.v4.new_code_cell(args.before_last)] + cells[-1:]
     if args.prelude:
         cells = [nbformat.v4.new_code_cell(args.prelude)] + cells
+    if args.after:
+        cells = cells + [nbformat.v4.new_code_cell(args.after)]
     failures = collections.Counter()
     for run in range(1, args.runs + 1):
         trimmed = nbformat.v4.new_notebook(cells=[nbformat.from_dict(dict(c)) for c in cells],
@@ -60,6 +65,8 @@ def main() -> None:
         try:
             client.execute()
             outcome = 'ok'
+            if args.after:
+                outcome += ': ' + ''.join(o.get('text', '') for o in trimmed.cells[-1].outputs).strip()
         except CellExecutionError as error:
             outcome = f'{error.ename}: {error.evalue}'[:200]
             if not failures:
