@@ -399,7 +399,7 @@ def _course_context(context, threaded: bool):
             self.runner = async_utils.AsyncThreadRunner() if threaded else None
 
         async def invoke(self, comp, arg):
-            if id(comp) in _lean_after_merge and arg is not None:
+            if _lean_after_merge.get(id(comp)) is comp and arg is not None:
                 arg = _without_client_values(arg, comp.type_signature.parameter)
             if self.runner is None:  # As TFF's own contexts: a blocking call holds the shared loop.
                 return await self.inner.invoke(comp, arg)
@@ -415,7 +415,9 @@ def _course_context(context, threaded: bool):
     return CourseContext()
 
 
-_lean_after_merge: set[int] = set()
+# id -> the *after merge* computation itself: holding it keeps its id from being reused by another
+# object once TFF's compile cache drops it (an id alone could match an unrelated computation).
+_lean_after_merge: dict[int, object] = {}
 
 
 def _server_only(type_spec) -> bool:
@@ -461,7 +463,7 @@ def _make_after_merge_lean(context) -> None:
         if (_server_only(after_merge.type_signature.result)
                 and isinstance(parameter, tff.StructType) and len(parameter) == 2):
             # (original argument, merge result); a computation without argument has no first part.
-            _lean_after_merge.add(id(after_merge))
+            _lean_after_merge[id(after_merge)] = after_merge
         return form
 
     pipeline.compile = compile_and_register

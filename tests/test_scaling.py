@@ -108,7 +108,7 @@ def test_mergeable_context_sends_after_merge_no_clients_threaded_or_not(setting,
         split = process.next(state, datasets)
     assert scaling.max_weight_difference(process.get_model_weights(single.state),
                                          process.get_model_weights(split.state)) < 1e-5
-    after_merge = [arg for comp, arg in calls if id(comp) in runtime._lean_after_merge]
+    after_merge = [arg for comp, arg in calls if runtime._lean_after_merge.get(id(comp)) is comp]
     assert len(after_merge) == 1 and len(calls) == 4  # Up to merge twice, merge, after merge.
     original_argument = after_merge[0][0]  # (original argument, merge result)
     assert len(original_argument[1]) == 0  # (state, client datasets): no client's dataset sent again.
